@@ -1,0 +1,146 @@
+"""The ``lars-systemml`` command line: train, sweep, plot."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import OPTIMIZERS, TrainConfig
+from .errors import UserError
+
+DEFAULTS = TrainConfig()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    return value
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); "
+                   "default: $LARS_SYSTEMML_DATA_DIR, else the user cache (downloaded once)")
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--heap", default="8g", help="JVM heap of the SystemDS driver (default 8g)")
+    g.add_argument("--verbose", action="store_true", help="show SystemDS/JVM output")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--stats", action="store_true", help="run SystemDS with -stats (heavy hitters in the log)")
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    g = p.add_argument_group("run (defaults: the paper's Table 1)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="global batch size (images)")
+    g.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    g.add_argument("--lr", type=float, default=d.lr, help="initial global learning rate")
+    g.add_argument("--lr-decay", type=float, default=d.lr_decay, help="inverse-time decay per step: lr/(1+decay*t)")
+    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--trust-coef", type=float, default=d.trust_coef, help="LARS trust coefficient eta")
+    g.add_argument("--beta1", type=float, default=d.beta1, help="LAMB first-moment decay")
+    g.add_argument("--beta2", type=float, default=d.beta2, help="LAMB second-moment decay")
+    g.add_argument("--eps", type=float, default=d.eps, help="LAMB epsilon")
+    g.add_argument("--parallel-batches", type=_positive_int, default=d.parallel_batches,
+                   help="micro-batches per global batch, computed in a parfor")
+    g.add_argument("--include-biases", action="store_true",
+                   help="apply weight decay and the trust ratio to biases too (default: plain momentum)")
+    g.add_argument("--seed", type=_positive_int, default=d.seed)
+    g.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
+    g.add_argument("--train-size", type=_positive_int, default=None, help="training subset size (default: all)")
+    g.add_argument("--test-size", type=_positive_int, default=None, help="test subset size (default: all)")
+    g.add_argument("--subset", default=d.subset, choices=["stratified", "first"],
+                   help="how subsets are picked: seeded class-stratified, or the first N")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import RunOptions, train
+
+    config = config_from_args(args).validate()
+    output = args.output or f"runs/{config.optimizer}-b{config.batch_size}-s{config.seed}"
+    options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
+                         progress=not args.no_progress, stats=args.stats)
+    m = train(config, output, options)
+    status = "DIVERGED" if m["diverged"] else "ok"
+    print(f"{config.optimizer} batch={config.batch_size} epochs={m['epochs_run']} steps={m['steps']}: "
+          f"train_acc={m['train_accuracy']:.4f} test_acc={m['test_accuracy']:.4f} "
+          f"gen_error={m['generalization_error']:+.4f} [{status}] "
+          f"{m['wall_seconds']:.1f}s ({m['train_seconds'] / max(1, m['epochs_run']):.1f}s/epoch) -> {output}/metrics.json")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    from .experiment import load_experiment
+    from .sweep import run_sweep
+    from .train import RunOptions
+
+    experiment = load_experiment(args.config)
+    cells = experiment.filtered(args.only or [])
+    if not cells:
+        raise UserError(f"no run of {args.config} matches --only {' '.join(args.only)}")
+    output = Path(args.output or f"results/{experiment.name}")
+    options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
+                         progress=not args.no_progress, stats=args.stats)
+    if not args.dry_run:
+        output.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.config, output / "config.toml")
+        with open(output / "commands.txt", "a") as f:
+            f.write(shlex.join(["lars-systemml", *sys.argv[1:]]) + "\n")
+    failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run)
+    if failures:
+        raise UserError(f"{failures} run(s) failed (see the FAILED lines above); "
+                        f"finished runs are kept, rerun the same command to retry them")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lars-systemml", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train LeNet-5 once and write metrics.json")
+    add_train_options(p)
+    add_data_options(p)
+    add_runtime_options(p)
+    p.add_argument("--output", help="output folder (default runs/<optimizer>-b<B>-s<seed>)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run every (optimizer, batch size, seed) of an experiment config, resumably")
+    p.add_argument("--config", required=True, help="experiment TOML, e.g. experiments/paper.toml")
+    p.add_argument("--output", help="results folder (default results/<config name>)")
+    p.add_argument("--only", nargs="+", metavar="KEY=VALUE[,VALUE]",
+                   help="run only matching cells, e.g. --only optimizer=lars batch_size=1024,2048")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the estimated time, run nothing")
+    add_data_options(p)
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

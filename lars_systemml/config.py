@@ -1,0 +1,108 @@
+"""What defines one training run, with the paper's Table 1 as defaults, and its validation."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import UserError
+
+OPTIMIZERS = ("sgd", "lars", "lamb")
+
+
+@dataclass
+class TrainConfig:
+    """One training run.
+
+    Units: ``lr`` is the initial global learning rate, decayed per optimizer
+    step as ``lr / (1 + lr_decay * t)``; ``batch_size`` is the global batch in
+    images, split into ``parallel_batches`` micro-batches; ``epochs`` are full
+    passes over the training set. ``train_size``/``test_size`` None = full set.
+    """
+
+    optimizer: str = "sgd"
+    batch_size: int = 1024
+    epochs: int = 10
+    lr: float = 0.01
+    lr_decay: float = 0.0001
+    momentum: float = 0.9
+    weight_decay: float = 0.0001
+    trust_coef: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    parallel_batches: int = 4
+    include_biases: bool = False
+    seed: int = 42
+    dataset: str = "mnist"
+    train_size: int | None = None
+    test_size: int | None = None
+    subset: str = "stratified"
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def hyperparameters(self) -> dict:
+        """The optimizer settings that the run actually uses."""
+        keys = ["lr", "lr_decay", "weight_decay", "include_biases"]
+        keys += ["beta1", "beta2", "eps"] if self.optimizer == "lamb" else ["momentum"]
+        if self.optimizer == "lars":
+            keys.append("trust_coef")
+        return {k: getattr(self, k) for k in keys}
+
+    def validate(self) -> "TrainConfig":
+        """Raise a one-line UserError for the first impossible setting; return self."""
+        from .data import DATASETS, SUBSET_METHODS
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise UserError(message)
+
+        def finite(name: str) -> float:
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                 f"{name} must be a finite number, got {value!r}")
+            return value
+
+        def integer(name: str, low: int) -> int:
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                 f"{name} must be an integer >= {low}, got {value!r}")
+            return value
+
+        need(self.optimizer in OPTIMIZERS,
+             f"unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
+        integer("batch_size", 1)
+        integer("epochs", 1)
+        integer("parallel_batches", 1)
+        integer("seed", 0)
+        need(finite("lr") > 0, f"lr must be > 0, got {self.lr}")
+        need(finite("lr_decay") >= 0, f"lr_decay must be >= 0, got {self.lr_decay}")
+        need(0 <= finite("momentum") < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(finite("weight_decay") >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(finite("trust_coef") > 0, f"trust_coef must be > 0, got {self.trust_coef}")
+        need(0 <= finite("beta1") < 1, f"beta1 must be in [0, 1), got {self.beta1}")
+        need(0 <= finite("beta2") < 1, f"beta2 must be in [0, 1), got {self.beta2}")
+        need(finite("eps") > 0, f"eps must be > 0, got {self.eps}")
+        need(isinstance(self.include_biases, bool), f"include_biases must be true or false, got {self.include_biases!r}")
+        need(self.dataset in DATASETS, f"unknown dataset '{self.dataset}': choose one of {', '.join(DATASETS)}")
+        need(self.subset in SUBSET_METHODS,
+             f"unknown subset method '{self.subset}': choose one of {', '.join(SUBSET_METHODS)}")
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None:
+                integer(name, 1)
+        return self
+
+    def dml_args(self) -> dict:
+        """The ``-nvargs`` of dml/train.dml for this run (data paths added by the runner)."""
+        return {
+            "optimizer": self.optimizer, "batch_size": self.batch_size, "epochs": self.epochs,
+            "parallel_batches": self.parallel_batches, "seed": self.seed, "lr": self.lr,
+            "lr_decay": self.lr_decay, "momentum": self.momentum,
+            "weight_decay": self.weight_decay, "trust_coef": self.trust_coef,
+            "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+            "include_biases": self.include_biases,
+        }

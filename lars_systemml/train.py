@@ -1,0 +1,137 @@
+"""One training run: prepare the data, run dml/train.dml on SystemDS, collect metrics."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data, runtime
+from .config import TrainConfig
+from .errors import UserError
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "steps", "seconds", "diverged"]
+FINAL_COLUMNS = ["train_accuracy", "test_accuracy", "train_loss", "test_loss", "diverged",
+                 "epochs_run", "steps", "train_seconds"]
+
+
+@dataclass
+class RunOptions:
+    """How (not what) to run: where the data is, the backend and its resources, output noise."""
+
+    data_dir: str | None = None
+    heap: str = "8g"
+    verbose: bool = False
+    progress: bool = True
+    stats: bool = False
+    systemds_config: dict = field(default_factory=dict)
+
+
+def _read_csv_matrix(path: Path, ncols: int) -> np.ndarray:
+    values = np.loadtxt(path, delimiter=",", ndmin=2)
+    if values.shape[1] != ncols:
+        raise UserError(f"{path} has {values.shape[1]} columns, expected {ncols}: DML output is corrupt")
+    return values
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+class _EpochProgress:
+    """A progress bar over epochs fed by the DML script's ``@@epoch`` lines."""
+
+    def __init__(self, config: TrainConfig, enabled: bool):
+        from tqdm import tqdm
+
+        label = f"{config.optimizer} B={config.batch_size}"
+        self.bar = tqdm(total=config.epochs, desc=label, unit="epoch", disable=not enabled,
+                        leave=False, file=sys.stderr)
+
+    def __call__(self, line: str) -> None:
+        parts = line.split()
+        if parts and parts[0] == "epoch" and len(parts) >= 6:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(parts[3]):.4f}", test_acc=f"{float(parts[5]):.4f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def train(config: TrainConfig, output: str | Path, options: RunOptions | None = None) -> dict:
+    """Run one training and write ``output/metrics.json``; return the metrics.
+
+    Everything that can be checked before the JVM starts (hyperparameters,
+    Java, data) is checked first. A run whose loss becomes NaN/inf ends early
+    and is reported with ``diverged: true``; a SystemDS failure raises DMLError.
+    """
+    options = options or RunOptions()
+    config.validate()
+    runtime.check_java()
+    started = time.time()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    prepared = data.prepare(config.dataset, options.data_dir, config.train_size,
+                            config.test_size, config.subset)
+    prepare_seconds = time.time() - t0
+
+    with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
+        tmp = Path(tmp)
+        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp")}
+        settings.update(options.systemds_config)
+        sds_config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
+        nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
+                  "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv")}
+        cmd = runtime.local_command(runtime.dml_dir() / "train.dml", nvargs, sds_config,
+                                    heap=options.heap, stats=options.stats)
+        log_path = output / "systemds.log"
+        log_path.unlink(missing_ok=True)
+        progress = _EpochProgress(config, options.progress)
+        echo = (lambda line: print(line, file=sys.stderr)) if options.verbose else None
+        t1 = time.time()
+        try:
+            runtime.run_dml(cmd, cwd=runtime.dml_dir(), on_progress=progress, on_output=echo,
+                            log_path=log_path)
+        finally:
+            progress.close()
+        systemds_seconds = time.time() - t1
+        history = _read_csv_matrix(tmp / "history.csv", len(HISTORY_COLUMNS))
+        final = dict(zip(FINAL_COLUMNS, _read_csv_matrix(tmp / "final.csv", len(FINAL_COLUMNS))[0]))
+
+    diverged = bool(final["diverged"]) or not (math.isfinite(final["train_loss"]) and math.isfinite(final["test_loss"]))
+    metrics = {
+        **config.as_dict(),
+        "hyperparameters": config.hyperparameters(),
+        "train_size": prepared.train_size,
+        "test_size": prepared.test_size,
+        "train_accuracy": float(final["train_accuracy"]),
+        "test_accuracy": float(final["test_accuracy"]),
+        "generalization_error": float(final["train_accuracy"] - final["test_accuracy"]),
+        "train_loss": _finite_or_none(final["train_loss"]),
+        "test_loss": _finite_or_none(final["test_loss"]),
+        "diverged": diverged,
+        "epochs_run": int(final["epochs_run"]),
+        "steps": int(final["steps"]),
+        "wall_seconds": time.time() - started,
+        "train_seconds": float(final["train_seconds"]),
+        "systemds_seconds": systemds_seconds,
+        "prepare_seconds": prepare_seconds,
+        "backend": "local",
+        "systemds_version": runtime.systemds_version(),
+        "history": [
+            {k: (_finite_or_none(v) if k not in ("epoch", "steps", "diverged") else int(v))
+             for k, v in zip(HISTORY_COLUMNS, row)}
+            for row in history
+        ],
+    }
+    for row in metrics["history"]:
+        row["diverged"] = bool(row["diverged"])
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,50 @@
+"""Shared fixtures: the MNIST copy the tests use, an isolated cache, and a DML runner."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lars_systemml import runtime
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS_DML = Path(__file__).resolve().parent / "dml"
+
+
+def _mnist_dir() -> Path:
+    candidates = [os.environ.get("LARS_SYSTEMML_DATA_DIR"), REPO.parent / "shared" / "data" / "mnist"]
+    for c in candidates:
+        if c and (Path(c) / "train-labels-idx1-ubyte.gz").is_file():
+            return Path(c)
+    pytest.skip("no MNIST copy: set LARS_SYSTEMML_DATA_DIR to a folder with the IDX files")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return _mnist_dir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Prepared matrices go to a per-session cache, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("LARS_SYSTEMML_CACHE")
+    os.environ["LARS_SYSTEMML_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("LARS_SYSTEMML_CACHE", None)
+    else:
+        os.environ["LARS_SYSTEMML_CACHE"] = old
+
+
+def run_test_dml(script: str, **nvargs) -> list[str]:
+    """Run tests/dml/<script> in the embedded SystemDS; returns its output lines."""
+    cmd = runtime.local_command(TESTS_DML / script, nvargs, heap="2g")
+    return runtime.run_dml(cmd, cwd=runtime.dml_dir())
+
+
+def write_csv(path: Path, matrix) -> str:
+    np.savetxt(path, np.atleast_2d(np.asarray(matrix, dtype=float)), delimiter=",", fmt="%.17g")
+    return str(path)

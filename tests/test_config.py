@@ -1,0 +1,68 @@
+"""Hyperparameter validation: one-line errors before any JVM starts."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lars_systemml.cli import main
+from lars_systemml.config import TrainConfig
+from lars_systemml.errors import UserError
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"parallel_batches": 0}, "parallel_batches must be an integer >= 1"),
+    ({"lr": -0.1}, "lr must be > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+    ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
+    ({"trust_coef": 0.0}, "trust_coef must be > 0"),
+    ({"lr_decay": -1.0}, "lr_decay must be >= 0"),
+    ({"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
+    ({"optimizer": "adam"}, "unknown optimizer 'adam'"),
+    ({"dataset": "cifar"}, "unknown dataset 'cifar'"),
+    ({"train_size": 0}, "train_size must be an integer >= 1"),
+    ({"batch_size": 2.5}, "batch_size must be an integer"),
+])
+def test_invalid_settings(change, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**change).validate()
+
+
+def test_defaults_are_the_papers_table_1():
+    c = TrainConfig().validate()
+    assert (c.lr, c.lr_decay, c.weight_decay, c.momentum, c.trust_coef, c.parallel_batches) == \
+        (0.01, 0.0001, 0.0001, 0.9, 0.001, 4)
+
+
+def test_cli_bad_hyperparameter_is_one_line_error_without_jvm(capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr("lars_systemml.runtime.check_java", lambda: started.append(1))
+    assert main(["train", "--lr", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: lr must be > 0, got -1.0"
+    assert not started
+
+
+def test_missing_java_is_one_line_error(capsys, monkeypatch, tmp_path):
+    from lars_systemml import runtime
+
+    runtime.java_executable.cache_clear()
+    runtime.check_java.cache_clear()
+    monkeypatch.setenv(runtime.JAVA_ENV, str(tmp_path / "no-java"))
+    try:
+        assert main(["train", "--train-size", "100", "--output", str(tmp_path / "out")]) == 2
+    finally:
+        runtime.java_executable.cache_clear()
+        runtime.check_java.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "install Java 17" in err[0]
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "lars_systemml", "train", "--batch-size", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: batch_size must be an integer >= 1, got 0"
