@@ -100,9 +100,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with open(output / "commands.txt", "a") as f:
             f.write(shlex.join(["lars-systemml", *sys.argv[1:]]) + "\n")
     failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run)
+    if not args.dry_run and (output / "results.csv").is_file():
+        from .plot import make_report
+
+        written = make_report([output])
+        print(f"figures and summary: {', '.join(str(p) for p in written if p.suffix != '.svg')}")
     if failures:
         raise UserError(f"{failures} run(s) failed (see the FAILED lines above); "
                         f"finished runs are kept, rerun the same command to retry them")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .plot import make_report
+
+    written = make_report([Path(p) for p in args.input], Path(args.output) if args.output else None,
+                          args.title)
+    for path in written:
+        print(path)
     return 0
 
 
@@ -126,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="figures (PNG, SVG) and summary.md from results.csv")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="results folder(s) or CSV file(s); several are drawn on one figure")
+    p.add_argument("--output", help="where to write (default: the first input folder)")
+    p.add_argument("--title", help="figure and summary title (default: the config names)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
