@@ -116,6 +116,7 @@ def summary_markdown(df: pd.DataFrame, agg: pd.DataFrame, title: str) -> str:
         lines += [f"## {config}", "",
                   f"epochs per run: {int(rows['epochs'])}; train/test images: {rows['train_size_used']}/"
                   f"{rows['test_size_used']}; dataset: {rows['dataset']}", ""]
+        lines += _lars_step_note(df[(df["config_name"] == config) & (df["optimizer"] == "lars")])
         header = ["batch", "steps"]
         for opt in optimizers:
             header += [f"{opt} test", f"{opt} train", f"{opt} gen", f"{opt} n"]
@@ -141,6 +142,18 @@ def summary_markdown(df: pd.DataFrame, agg: pd.DataFrame, title: str) -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _lars_step_note(lars_rows: pd.DataFrame) -> list[str]:
+    """Why LARS may barely move: its largest relative step per update, from the settings."""
+    if lars_rows.empty:
+        return []
+    r = lars_rows.iloc[0]
+    lr, trust, mu = float(r["lr"]), float(r["trust_coef"]), float(r["momentum"])
+    step = lr * trust
+    return [f"LARS step size: with lr = {lr:g} and trust_coef = {trust:g}, one LARS update moves a layer "
+            f"by at most lr * trust = {step:.0e} of its weight norm (about {step / (1 - mu):.0e} once "
+            f"momentum {mu:g} has built up), decaying further with the lr schedule.", ""]
 
 
 def make_report(inputs: list[Path], output: Path | None = None, title: str | None = None) -> list[Path]:
