@@ -93,3 +93,31 @@ def test_cli_train_writes_metrics(tmp_path, mnist_dir, capsys):
     assert m["generalization_error"] == pytest.approx(m["train_accuracy"] - m["test_accuracy"])
     assert m["hyperparameters"]["trust_coef"] == 0.001
     assert "test_acc=" in capsys.readouterr().out
+
+
+def test_sigterm_stops_the_jvm_too(tmp_path, mnist_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "lars_systemml", "train", "--train-size", "600",
+                             "--test-size", "200", "--epochs", "50", "--data-dir", str(mnist_dir),
+                             "--heap", "1g", "--no-progress", "--output", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def jvm_children():
+        out = subprocess.run(["pgrep", "-P", str(proc.pid), "java"], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    deadline = time.time() + 120
+    while not jvm_children() and time.time() < deadline:
+        time.sleep(0.2)
+    jvms = jvm_children()
+    assert jvms, "the JVM did not start"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    for pid in jvms:  # the JVM is gone as well
+        assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+    assert not (tmp_path / "out" / "metrics.json").exists()
