@@ -125,7 +125,8 @@ def local_command(script: Path, nvargs: dict, config: Path | None = None,
         cmd += ["-config", str(config)]
     if stats:
         cmd += ["-stats"]
-    return cmd + ["-nvargs", *format_nvargs(nvargs)]
+    # "-nvargs" with nothing after it makes SystemDS log a parse error and exit 0 without running
+    return cmd + (["-nvargs", *format_nvargs(nvargs)] if nvargs else [])
 
 
 def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | None = None,
