@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import spark
 from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
 
@@ -68,7 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args).validate()
     output = args.output or f"runs/{config.optimizer}-b{config.batch_size}-s{config.seed}"
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
-                         progress=not args.no_progress, stats=args.stats)
+                         progress=not args.no_progress, stats=args.stats,
+                         spark=spark.options_from_args(args))
     m = train(config, output, options)
     status = "DIVERGED" if m["diverged"] else "ok"
     print(f"{config.optimizer} batch={config.batch_size} epochs={m['epochs_run']} steps={m['steps']}: "
@@ -93,7 +95,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"no run of {args.config} matches --only {' '.join(args.only)}")
     output = Path(args.output or f"results/{experiment.name}")
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
-                         progress=not args.no_progress, stats=args.stats)
+                         progress=not args.no_progress, stats=args.stats,
+                         spark=spark.options_from_args(args))
     if not args.dry_run:
         output.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.config, output / "config.toml")
@@ -131,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_options(p)
     add_data_options(p)
     add_runtime_options(p)
+    spark.add_options(p)
     p.add_argument("--output", help="output folder (default runs/<optimizer>-b<B>-s<seed>)")
     p.set_defaults(func=cmd_train)
 
@@ -142,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and the estimated time, run nothing")
     add_data_options(p)
     add_runtime_options(p)
+    spark.add_options(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="figures (PNG, SVG) and summary.md from results.csv")

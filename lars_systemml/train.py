@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, runtime
+from . import data, runtime, spark
 from .config import TrainConfig
-from .errors import UserError
+from .errors import DMLError, UserError
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "steps", "seconds", "diverged"]
 FINAL_COLUMNS = ["train_accuracy", "test_accuracy", "train_loss", "test_loss", "diverged",
                  "epochs_run", "steps", "train_seconds"]
+# How dml/train.dml's micro-batch parfor runs locally: SystemDS's defaults (threads of one JVM).
+LOCAL_PARFOR = {"parfor_mode": "LOCAL", "parfor_opt": "RULEBASED"}
 
 
 @dataclass
@@ -30,6 +32,7 @@ class RunOptions:
     progress: bool = True
     stats: bool = False
     systemds_config: dict = field(default_factory=dict)
+    spark: spark.SparkOptions | None = None  # None: the embedded local SystemDS
 
 
 def _read_csv_matrix(path: Path, ncols: int) -> np.ndarray:
@@ -67,15 +70,19 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     """Run one training and write ``output/metrics.json``; return the metrics.
 
     Everything that can be checked before the JVM starts (hyperparameters,
-    Java, data) is checked first. A run whose loss becomes NaN/inf ends early
-    and is reported with ``diverged: true``; a SystemDS failure raises DMLError.
+    Java, data; Spark and its master) is checked first. A run whose loss becomes
+    NaN/inf ends early and is reported with ``diverged: true``; a SystemDS or
+    Spark failure raises DMLError and leaves no metrics.json.
     """
     options = options or RunOptions()
     config.validate()
     runtime.check_java()
+    if options.spark:
+        spark.preflight(options.spark)
     started = time.time()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.json").unlink(missing_ok=True)  # never leave an older run's result
 
     t0 = time.time()
     prepared = data.prepare(config.dataset, options.data_dir, config.train_size,
@@ -85,23 +92,33 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
         tmp = Path(tmp)
         settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp")}
+        if options.spark:
+            settings["sysds.scratch"] = spark.scratch_dir(options.spark, tmp)
         settings.update(options.systemds_config)
         sds_config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
         nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
-                  "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv")}
-        cmd = runtime.local_command(runtime.dml_dir() / "train.dml", nvargs, sds_config,
-                                    heap=options.heap, stats=options.stats)
+                  "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv"),
+                  **(spark.PARFOR if options.spark else LOCAL_PARFOR)}
+        script = runtime.dml_dir() / "train.dml"
+        if options.spark:
+            cmd, env = spark.submit_command(script, nvargs, sds_config, options.spark, tmp, heap=options.heap,
+                                            stats=options.stats, name=f"lars-systemml {output.name}")
+        else:
+            cmd, env = runtime.local_command(script, nvargs, sds_config, heap=options.heap,
+                                             stats=options.stats), None
         log_path = output / "systemds.log"
         log_path.unlink(missing_ok=True)
         progress = _EpochProgress(config, options.progress)
         echo = (lambda line: print(line, file=sys.stderr)) if options.verbose else None
         t1 = time.time()
+        run = spark.run_submit if options.spark else runtime.run_dml
         try:
-            runtime.run_dml(cmd, cwd=runtime.dml_dir(), on_progress=progress, on_output=echo,
-                            log_path=log_path)
+            run(cmd, cwd=runtime.dml_dir(), on_progress=progress, on_output=echo, log_path=log_path, env=env)
         finally:
             progress.close()
         systemds_seconds = time.time() - t1
+        if not (tmp / "final.csv").is_file():
+            raise DMLError(f"SystemDS ended without writing its results (full log: {log_path})")
         history = _read_csv_matrix(tmp / "history.csv", len(HISTORY_COLUMNS))
         final = dict(zip(FINAL_COLUMNS, _read_csv_matrix(tmp / "final.csv", len(FINAL_COLUMNS))[0]))
 
@@ -123,7 +140,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         "train_seconds": float(final["train_seconds"]),
         "systemds_seconds": systemds_seconds,
         "prepare_seconds": prepare_seconds,
-        "backend": "local",
+        "backend": "spark" if options.spark else "local",
+        "spark_master": options.spark.master if options.spark else None,
         "systemds_version": runtime.systemds_version(),
         "history": [
             {k: (_finite_or_none(v) if k not in ("epoch", "steps", "diverged") else int(v))
