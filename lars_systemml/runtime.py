@@ -125,7 +125,9 @@ def local_command(script: Path, nvargs: dict, config: Path | None = None,
         cmd += ["-config", str(config)]
     if stats:
         cmd += ["-stats"]
-    return cmd + ["-nvargs", *format_nvargs(nvargs)]
+    # "-nvargs" with nothing after it is a SystemDS parse error that it reports without
+    # its usual error marker, so it is left out when there are no arguments.
+    return cmd + (["-nvargs", *format_nvargs(nvargs)] if nvargs else [])
 
 
 def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | None = None,
