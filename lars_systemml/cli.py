@@ -1,4 +1,4 @@
-"""The ``lars-systemml`` command line: train, sweep, plot."""
+"""The ``lars-systemml`` command line: train, sweep, plot, max-batch."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 from . import spark
 from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
+from .schedules import LR_SCALING, SCHEDULES
 
 DEFAULTS = TrainConfig()
 
@@ -21,8 +22,9 @@ def _positive_int(text: str) -> int:
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); "
-                   "default: $LARS_SYSTEMML_DATA_DIR, else the user cache (downloaded once)")
+    g.add_argument("--data-dir", help="folder with the dataset's four IDX files (.gz or raw); default: "
+                   "$LARS_SYSTEMML_DATA_DIR (MNIST) or $LARS_SYSTEMML_FASHION_DIR (Fashion-MNIST; else "
+                   "a fashion-mnist folder next to $LARS_SYSTEMML_DATA_DIR), else the user cache (downloaded once)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -39,8 +41,19 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="global batch size (images)")
     g.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    g.add_argument("--lr", type=float, default=d.lr, help="initial global learning rate")
+    g.add_argument("--lr", type=float, default=d.lr,
+                   help="global learning rate (for --base-batch images when --lr-scaling is set)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="lr per step t: inverse_time lr/(1+decay*t) (paper), constant, or "
+                        "warmup_poly: linear warmup then polynomial decay (default %(default)s)")
     g.add_argument("--lr-decay", type=float, default=d.lr_decay, help="inverse-time decay per step: lr/(1+decay*t)")
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="warmup_poly: epochs of linear warmup (may be fractional)")
+    g.add_argument("--poly-power", type=float, default=d.poly_power, help="warmup_poly: decay exponent")
+    g.add_argument("--lr-scaling", choices=LR_SCALING, default=d.lr_scaling,
+                   help="scale --lr from --base-batch to --batch-size: linear (x B/base) or sqrt")
+    g.add_argument("--base-batch", type=_positive_int, default=d.base_batch,
+                   help="the batch size --lr is given for (with --lr-scaling)")
     g.add_argument("--momentum", type=float, default=d.momentum)
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--trust-coef", type=float, default=d.trust_coef, help="LARS trust coefficient eta")
@@ -114,6 +127,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_max_batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .experiment import load_experiment
+    from .maxbatch import find_max_batch, report, write_json
+    from .train import RunOptions
+
+    experiment = load_experiment(args.config)
+    output = Path(args.output or f"results/{experiment.name}")
+    options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
+                         progress=not args.no_progress, stats=args.stats)
+    result = find_max_batch(experiment, args.optimizer, args.target, output, options)
+    print(report(result))
+    print(f"evidence: {write_json(result, output)}, runs in {output / 'results.csv'}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -148,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(p)
     spark.add_options(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("max-batch", help="the largest batch size reaching a target test accuracy "
+                       "within a config's epoch budget (bisection on a log2 grid, reusing finished runs)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, required=True)
+    p.add_argument("--target", type=float, required=True, help="mean test accuracy over seeds, e.g. 0.98")
+    p.add_argument("--config", required=True, help="experiment TOML, e.g. experiments/tuned.toml: its "
+                   "smallest..largest batch sizes span the grid, its settings define every run")
+    p.add_argument("--output", help="results folder shared with `sweep` (default results/<config name>)")
+    add_data_options(p)
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_max_batch)
 
     p = sub.add_parser("plot", help="figures (PNG, SVG) and summary.md from results.csv")
     p.add_argument("--input", nargs="+", required=True,

@@ -5,18 +5,29 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from .errors import UserError
+from .schedules import LR_SCALING, SCHEDULES, scaled_lr
 
 OPTIMIZERS = ("sgd", "lars", "lamb")
+# Fields added after the first release (v0.1). While at their default they are left
+# out of a run's identity (``identity()``, hence the sweep's config hash), so results
+# written by v0.1 still count as finished runs of the same config.
+LATER_FIELDS = ("schedule", "warmup_epochs", "poly_power", "lr_scaling", "base_batch")
 
 
 @dataclass
 class TrainConfig:
     """One training run.
 
-    Units: ``lr`` is the initial global learning rate, decayed per optimizer
-    step as ``lr / (1 + lr_decay * t)``; ``batch_size`` is the global batch in
-    images, split into ``parallel_batches`` micro-batches; ``epochs`` are full
-    passes over the training set. ``train_size``/``test_size`` None = full set.
+    Units: ``batch_size`` is the global batch in images, split into
+    ``parallel_batches`` micro-batches; ``epochs`` are full passes over the
+    training set. ``train_size``/``test_size`` None = full set.
+
+    Learning rate: ``lr`` is the global rate for ``base_batch`` images, scaled to
+    ``batch_size`` by ``lr_scaling`` (none | linear | sqrt) into ``peak_lr()``,
+    which ``schedule`` then varies per optimizer step t (0-based):
+    ``inverse_time`` (default, the paper): peak / (1 + lr_decay*t); ``constant``;
+    ``warmup_poly``: linear warmup over ``warmup_epochs`` epochs, then decay with
+    exponent ``poly_power`` to just above 0 at the last step (lars_systemml/schedules.py).
     """
 
     optimizer: str = "sgd"
@@ -37,6 +48,11 @@ class TrainConfig:
     train_size: int | None = None
     test_size: int | None = None
     subset: str = "stratified"
+    schedule: str = "inverse_time"
+    warmup_epochs: float = 0.0
+    poly_power: float = 2.0
+    lr_scaling: str = "none"
+    base_batch: int | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -45,13 +61,31 @@ class TrainConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def identity(self) -> dict:
+        """The settings that define the run: ``as_dict()`` less LATER_FIELDS at their default."""
+        defaults = TrainConfig()
+        return {k: v for k, v in self.as_dict().items()
+                if k not in LATER_FIELDS or v != getattr(defaults, k)}
+
+    def peak_lr(self) -> float:
+        """The global lr the schedule starts from: ``lr`` scaled from ``base_batch`` to ``batch_size``."""
+        return scaled_lr(self.lr, self.batch_size, self.base_batch, self.lr_scaling)
+
     def hyperparameters(self) -> dict:
         """The optimizer settings that the run actually uses."""
-        keys = ["lr", "lr_decay", "weight_decay", "include_biases"]
+        keys = ["lr"]
+        if self.lr_scaling != "none":
+            keys += ["lr_scaling", "base_batch"]
+        keys.append("schedule")
+        keys += {"inverse_time": ["lr_decay"], "constant": [],
+                 "warmup_poly": ["warmup_epochs", "poly_power"]}.get(self.schedule, [])
+        keys += ["weight_decay", "include_biases"]
         keys += ["beta1", "beta2", "eps"] if self.optimizer == "lamb" else ["momentum"]
         if self.optimizer == "lars":
             keys.append("trust_coef")
-        return {k: getattr(self, k) for k in keys}
+        values = {k: getattr(self, k) for k in keys}
+        values["peak_lr"] = self.peak_lr()
+        return values
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line UserError for the first impossible setting; return self."""
@@ -94,14 +128,27 @@ class TrainConfig:
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 integer(name, 1)
+        need(self.schedule in SCHEDULES,
+             f"unknown schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}")
+        need(0 <= finite("warmup_epochs") <= self.epochs,
+             f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        need(self.warmup_epochs == 0 or self.schedule == "warmup_poly",
+             f"warmup_epochs needs schedule warmup_poly (schedule is {self.schedule})")
+        need(finite("poly_power") > 0, f"poly_power must be > 0, got {self.poly_power}")
+        need(self.lr_scaling in LR_SCALING,
+             f"unknown lr_scaling '{self.lr_scaling}': choose one of {', '.join(LR_SCALING)}")
+        if self.base_batch is not None or self.lr_scaling != "none":
+            need(self.base_batch is not None, f"lr_scaling {self.lr_scaling} needs base_batch (the batch size lr is given for)")
+            integer("base_batch", 1)
         return self
 
     def dml_args(self) -> dict:
         """The ``-nvargs`` of dml/train.dml for this run (data paths added by the runner)."""
         return {
             "optimizer": self.optimizer, "batch_size": self.batch_size, "epochs": self.epochs,
-            "parallel_batches": self.parallel_batches, "seed": self.seed, "lr": self.lr,
-            "lr_decay": self.lr_decay, "momentum": self.momentum,
+            "parallel_batches": self.parallel_batches, "seed": self.seed, "lr": self.peak_lr(),
+            "schedule": self.schedule, "warmup_epochs": float(self.warmup_epochs),
+            "poly_power": float(self.poly_power), "lr_decay": self.lr_decay, "momentum": self.momentum,
             "weight_decay": self.weight_decay, "trust_coef": self.trust_coef,
             "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
             "include_biases": self.include_biases,

@@ -1,13 +1,18 @@
 """MNIST-style IDX data: find or download it, validate it, subset it, and
 prepare it once as SystemDS binary matrices.
 
-Where the IDX files come from, in order:
+Where the IDX files of a dataset come from, in order:
   1. an explicit ``data_dir`` (the CLI's ``--data-dir``),
-  2. the environment variable ``LARS_SYSTEMML_DATA_DIR``,
-  3. the user cache (``$LARS_SYSTEMML_CACHE`` or the platform cache dir,
+  2. the dataset's own environment variable: ``LARS_SYSTEMML_DATA_DIR`` for
+     MNIST, ``LARS_SYSTEMML_FASHION_DIR`` for Fashion-MNIST,
+  3. for datasets other than MNIST, a folder named after the dataset beside or
+     inside ``$LARS_SYSTEMML_DATA_DIR`` (e.g. data/mnist -> data/fashion-mnist),
+  4. the user cache (``$LARS_SYSTEMML_CACHE`` or the platform cache dir,
      e.g. ``~/.cache/lars-systemml``), subfolder ``<dataset>/``,
-  4. a one-time download into that cache, verified against known MD5 sums.
-A folder may hold the files gzipped (``*.gz``) or raw.
+  5. a one-time download into that cache, verified against known MD5 sums.
+A folder may hold the files gzipped (``*.gz``) or raw. MNIST and Fashion-MNIST
+use the same file names, so a folder's files are checked against the known
+checksums: a folder holding another known dataset is an error.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import numpy as np
 from .errors import UserError
 
 DATA_DIR_ENV = "LARS_SYSTEMML_DATA_DIR"
+FASHION_DIR_ENV = "LARS_SYSTEMML_FASHION_DIR"
 CACHE_ENV = "LARS_SYSTEMML_CACHE"
 
 IMAGE_MAGIC = 2051
@@ -45,6 +51,7 @@ DATASETS: dict[str, dict] = {
             "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
             "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
         },
+        "env": DATA_DIR_ENV,
         "mirrors": [
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -57,6 +64,7 @@ DATASETS: dict[str, dict] = {
             "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
             "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
         },
+        "env": FASHION_DIR_ENV,
         "mirrors": [
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         ],
@@ -106,28 +114,55 @@ def _check_dataset(dataset: str) -> None:
         raise UserError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
 
 
+def identify(folder: Path) -> str | None:
+    """The known dataset whose checksums the folder's four files match (gz or raw), else None."""
+    names = list(DATASETS["mnist"]["files"])
+    if any(_find_file(folder, n) is None for n in names):
+        return None
+    sums = {n: _md5(_find_file(folder, n)) for n in names}
+    for dataset, spec in DATASETS.items():
+        if all(sums[n] in spec["files"][n] for n in names):
+            return dataset
+    return None
+
+
+def _checked_folder(folder: Path, dataset: str, source: str) -> Path:
+    """``folder`` if it holds the dataset's four files and not another known dataset."""
+    if not folder.is_dir():
+        raise UserError(f"data folder {folder} (from {source}) does not exist: "
+                        f"point it at a folder with the four {dataset} IDX files")
+    if not _has_all(folder, dataset):
+        missing = [n for n in DATASETS[dataset]["files"] if not _find_file(folder, n)]
+        raise UserError(f"data folder {folder} (from {source}) lacks {', '.join(missing)} "
+                        f"(.gz or raw): copy the {dataset} IDX files there or unset {source}")
+    found = identify(folder)
+    if found is not None and found != dataset:
+        env = DATASETS[dataset]["env"]
+        raise UserError(f"data folder {folder} (from {source}) holds {found}, not {dataset}: "
+                        f"pass the {dataset} folder with --data-dir or set {env}")
+    return folder
+
+
 def resolve_data_dir(dataset: str = "mnist", data_dir: str | os.PathLike | None = None,
                      download: bool = True) -> Path:
     """The folder that holds the dataset's four IDX files, downloading them if needed."""
     _check_dataset(dataset)
-    explicit = data_dir or os.environ.get(DATA_DIR_ENV)
-    if explicit:
-        folder = Path(explicit).expanduser()
-        source = "--data-dir" if data_dir else f"${DATA_DIR_ENV}"
-        if not folder.is_dir():
-            raise UserError(f"data folder {folder} (from {source}) does not exist: "
-                            f"point it at a folder with the four {dataset} IDX files")
-        if not _has_all(folder, dataset):
-            missing = [n for n in DATASETS[dataset]["files"] if not _find_file(folder, n)]
-            raise UserError(f"data folder {folder} (from {source}) lacks {', '.join(missing)} "
-                            f"(.gz or raw): copy the {dataset} IDX files there or unset {source}")
-        return folder
+    if data_dir:
+        return _checked_folder(Path(data_dir).expanduser(), dataset, "--data-dir")
+    env = DATASETS[dataset]["env"]
+    if os.environ.get(env):
+        return _checked_folder(Path(os.environ[env]).expanduser(), dataset, f"${env}")
+    if env != DATA_DIR_ENV and os.environ.get(DATA_DIR_ENV):
+        base = Path(os.environ[DATA_DIR_ENV]).expanduser()
+        for candidate in (base.parent / dataset, base / dataset):
+            if candidate.is_dir() and _has_all(candidate, dataset):
+                return _checked_folder(candidate, dataset, f"a {dataset} folder next to ${DATA_DIR_ENV}")
     folder = cache_dir() / dataset
     if _has_all(folder, dataset):
         return folder
     if not download:
         raise UserError(f"{dataset} is not in the cache {folder}: pass --data-dir DIR "
-                        f"or set {DATA_DIR_ENV}, or allow the download")
+                        f"or set {env}, or allow the download")
     download_dataset(dataset, folder)
     return folder
 
@@ -164,7 +199,8 @@ def download_dataset(dataset: str, folder: Path) -> None:
             break
         else:
             raise UserError(f"could not download {name}.gz ({'; '.join(errors)}): copy the "
-                            f"{dataset} IDX files into a folder and pass --data-dir DIR")
+                            f"{dataset} IDX files into a folder and pass --data-dir DIR "
+                            f"(or set {DATASETS[dataset]['env']})")
 
 
 def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
@@ -262,6 +298,7 @@ class PreparedData:
     train_size: int
     test_size: int
     fmt: str = "binary"
+    source: str = ""  # the IDX folder they were made from
 
     @property
     def paths(self) -> dict[str, str]:
@@ -285,7 +322,7 @@ def prepare(dataset: str = "mnist", data_dir=None, train_size: int | None = None
     marker = target / "prepared.json"
     if marker.is_file():
         info = json.loads(marker.read_text())
-        return PreparedData(target, info["train_size"], info["test_size"])
+        return PreparedData(target, info["train_size"], info["test_size"], source=info.get("source", ""))
 
     train, test = load_split(folder, "train"), load_split(folder, "t10k")
     tr = subset_indices(train.labels, train_size, subset)
@@ -307,7 +344,7 @@ def prepare(dataset: str = "mnist", data_dir=None, train_size: int | None = None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PreparedData(target, len(tr), len(te))
+    return PreparedData(target, len(tr), len(te), source=str(folder))
 
 
 def write_binary(matrices: dict[str, np.ndarray], folder: Path) -> None:

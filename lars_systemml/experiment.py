@@ -14,9 +14,15 @@ A config names everything that defines its runs::
     [overrides.lars]               # per-optimizer TrainConfig fields
     lr = 1.0
     [grid]                         # optional: every combination of these values, applied last
-    lr = [0.1, 1.0, 10.0]
+    lr = [0.1, 1.0, 10.0]          # ... for every optimizer, or per optimizer:
+    momentum = { sgd = [0.8, 0.9], lars = [0.9] }
+    [[seeds_for]]                  # optional, repeatable: other seeds for some cells
+    optimizers = ["lars"]          # (default: all) the last matching entry wins
+    batch_sizes = [8192, 32000]    # (default: all)
+    seeds = [1, 2, 3]
 
 Unknown keys anywhere are errors, so a typo cannot silently fall back to a default.
+A run's id is ``<optimizer>-b<batch>-s<seed>`` plus ``-<key><value>`` per grid key.
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
 
 TOP_KEYS = {"name", "description", "dataset", "train_size", "test_size", "subset", "epochs",
-            "seeds", "optimizers", "batch_sizes", "hyperparameters", "overrides", "grid"}
+            "seeds", "optimizers", "batch_sizes", "hyperparameters", "overrides", "grid", "seeds_for"}
+SEEDS_FOR_KEYS = {"optimizers", "batch_sizes", "seeds"}
 CELL_KEYS = {"optimizer", "batch_size", "seed"}
 DATA_KEYS = {"dataset", "train_size", "test_size", "subset", "epochs"}
 HYPER_KEYS = set(TrainConfig.field_names()) - CELL_KEYS - DATA_KEYS
@@ -46,16 +53,57 @@ class Cell:
 
     @property
     def config_hash(self) -> str:
-        text = json.dumps(self.config.as_dict(), sort_keys=True)
+        text = json.dumps(self.config.identity(), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @dataclass
 class Experiment:
+    """A parsed config: its cells, and the rules that make them (also for other batch sizes)."""
+
     name: str
     description: str
     source: str
     cells: list[Cell] = field(default_factory=list)
+    optimizers: list[str] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    seed_rules: list[dict] = field(default_factory=list)
+    base: dict = field(default_factory=dict)        # data keys and [hyperparameters]
+    overrides: dict = field(default_factory=dict)   # optimizer -> fields
+    grid: dict = field(default_factory=dict)        # key -> list, or optimizer -> list
+
+    def seeds_for(self, optimizer: str, batch_size: int) -> list[int]:
+        """The seeds of (optimizer, batch size): the last matching [[seeds_for]], else ``seeds``."""
+        seeds = self.seeds
+        for rule in self.seed_rules:
+            if optimizer in rule.get("optimizers", [optimizer]) and \
+                    batch_size in rule.get("batch_sizes", [batch_size]):
+                seeds = rule["seeds"]
+        return seeds
+
+    def grid_for(self, optimizer: str) -> list[dict]:
+        """Every combination of the [grid] values that apply to ``optimizer`` ([{}] without a grid)."""
+        axes = {}
+        for key, values in self.grid.items():
+            values = values.get(optimizer) if isinstance(values, dict) else values
+            if values is not None:
+                axes[key] = values
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+    def cells_for(self, optimizer: str, batch_size: int) -> list[Cell]:
+        """The validated cells of one (optimizer, batch size), which need not be in ``batch_sizes``."""
+        cells = []
+        for seed, point in itertools.product(self.seeds_for(optimizer, batch_size), self.grid_for(optimizer)):
+            values = {**self.base, **self.overrides.get(optimizer, {}), **point, "optimizer": optimizer,
+                      "batch_size": batch_size, "seed": seed}
+            try:
+                config = TrainConfig(**values).validate()
+            except (UserError, TypeError) as exc:
+                raise UserError(f"{self.source}: {optimizer} batch {batch_size}: {exc}") from None
+            suffix = "".join(f"-{k}{v}" for k, v in point.items())
+            cells.append(Cell(f"{optimizer}-b{batch_size}-s{seed}{suffix}", config))
+        return cells
 
     def filtered(self, only: list[str]) -> list[Cell]:
         """The cells matching every ``key=value[,value...]`` filter (keys: TrainConfig fields)."""
@@ -117,18 +165,30 @@ def load_experiment(path: str | Path) -> Experiment:
     grid = raw.get("grid", {})
     _check_keys(grid, HYPER_KEYS, "[grid]", source)
     for key, values in grid.items():
-        _require(isinstance(values, list) and values, source, f"[grid] {key} must be a non-empty list")
+        if isinstance(values, dict):
+            _check_keys(values, set(optimizers), f"[grid] {key}", source)
+            lists = list(values.values())
+        else:
+            lists = [values]
+        _require(all(isinstance(v, list) and v for v in lists), source,
+                 f"[grid] {key} must be a non-empty list, or a table of them per optimizer")
 
-    data = {k: raw[k] for k in DATA_KEYS if k in raw}
-    experiment = Experiment(raw["name"], raw.get("description", ""), source)
-    grid_points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-    for opt, batch, seed, point in itertools.product(optimizers, batch_sizes, seeds, grid_points):
-        values = {**data, **shared, **overrides.get(opt, {}), **point, "optimizer": opt,
-                  "batch_size": batch, "seed": seed}
-        try:
-            config = TrainConfig(**values).validate()
-        except (UserError, TypeError) as exc:
-            raise UserError(f"{source}: {opt} batch {batch}: {exc}") from None
-        suffix = "".join(f"-{k}{v}" for k, v in point.items())
-        experiment.cells.append(Cell(f"{opt}-b{batch}-s{seed}{suffix}", config))
+    seed_rules = raw.get("seeds_for", [])
+    _require(isinstance(seed_rules, list), source, "'seeds_for' must be an array of tables: [[seeds_for]]")
+    for i, rule in enumerate(seed_rules, start=1):
+        where = f"[[seeds_for]] #{i}"
+        _check_keys(rule, SEEDS_FOR_KEYS, where, source)
+        _int_list(rule, "seeds", f"{source}: {where}")
+        if "batch_sizes" in rule:
+            _int_list(rule, "batch_sizes", f"{source}: {where}")
+        if "optimizers" in rule:
+            _require(isinstance(rule["optimizers"], list) and set(rule["optimizers"]) <= set(optimizers),
+                     source, f"{where}: 'optimizers' must be a list from the config's optimizers")
+
+    experiment = Experiment(raw["name"], raw.get("description", ""), source, optimizers=optimizers,
+                            batch_sizes=batch_sizes, seeds=seeds, seed_rules=seed_rules,
+                            base={**{k: raw[k] for k in DATA_KEYS if k in raw}, **shared},
+                            overrides=overrides, grid=grid)
+    for opt, batch in itertools.product(optimizers, batch_sizes):
+        experiment.cells += experiment.cells_for(opt, batch)
     return experiment

@@ -4,11 +4,17 @@ The paper's three figures: test accuracy, train accuracy and generalization
 error (train - test accuracy) against batch size, log-scale x, one line per
 (config, optimizer), the mean over seeds with a min-max band. Diverged runs
 are drawn as crosses.
+
+For the largest batch size, ``curves_b<B>.png/svg`` shows each run's learning
+rate (per step, from the run's steps.csv, else per epoch) and test accuracy (per
+epoch) against the optimizer step, from ``runs/<run_id>/`` beside results.csv.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import OPTIMIZERS
@@ -32,13 +38,19 @@ def load(inputs: list[Path]) -> pd.DataFrame:
         rows = read_results(path)
         if not rows:
             raise UserError(f"{path} has no results: run `lars-systemml sweep` first")
-        frames.append(pd.DataFrame(rows))
+        frame = pd.DataFrame(rows)
+        frame["source_dir"] = str(path.parent)
+        frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["diverged"] = df["diverged"].astype(str).str.lower() == "true"
     multi = df["config_name"].nunique() > 1
-    df["series"] = (df["config_name"] + ": " if multi else "") + df["optimizer"]
+    # a [grid] point is the run id's tail after <optimizer>-b<batch>-s<seed>, e.g. "-lr0.1"
+    df["grid_point"] = [rid[len(f"{o}-b{b}-s{s}"):] if rid.startswith(f"{o}-b{b}-s{s}") else ""
+                        for rid, o, b, s in zip(df["run_id"], df["optimizer"], df["batch_size"].astype(int),
+                                                df["seed"].astype(int))]
+    df["series"] = (df["config_name"] + ": " if multi else "") + df["optimizer"] + df["grid_point"]
     return df
 
 
@@ -86,6 +98,72 @@ def plot_metric(agg: pd.DataFrame, df: pd.DataFrame, metric: str, out: Path, tit
     return paths
 
 
+def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
+    """Per run at ``batch_size`` with a saved history: its series, run id and the curves.
+
+    ``lr_step``/``lr``: the learning rate per optimizer step (1-based step; per
+    step from steps.csv, else the epochs' last steps); ``acc_step``/``accuracy``:
+    test accuracy (fraction) after each epoch, at the step count reached then.
+    """
+    curves = []
+    for _, row in df[df["batch_size"] == batch_size].sort_values(["series", "seed"]).iterrows():
+        folder = Path(row["source_dir"]) / "runs" / row["run_id"]
+        metrics_path = folder / "metrics.json"
+        if not metrics_path.is_file():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        history = metrics.get("history", [])
+        acc_step = np.array([h["steps"] for h in history], dtype=float)
+        accuracy = np.array([np.nan if h["test_accuracy"] is None else h["test_accuracy"] for h in history])
+        trace = folder / metrics.get("step_trace", "steps.csv")
+        if trace.is_file() and trace.stat().st_size:
+            table = np.loadtxt(trace, delimiter=",", skiprows=1, ndmin=2)
+            lr_step, lr = (table[:, 0], table[:, 2]) if len(table) else (np.array([]), np.array([]))
+        else:
+            lr_step, lr = acc_step, np.array([h["lr"] for h in history], dtype=float)
+        curves.append({"series": row["series"], "run_id": row["run_id"], "seed": row["seed"],
+                       "lr_step": lr_step, "lr": lr, "acc_step": acc_step, "accuracy": accuracy})
+    return curves
+
+
+def plot_curves(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    """LR and test accuracy against the step for every run at the largest batch size."""
+    batch = int(df["batch_size"].max())
+    curves = load_curves(df, batch)
+    if not curves:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_lr, ax_acc) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    colors = {}
+    for curve in curves:
+        first = curve["series"] not in colors
+        color = colors.setdefault(curve["series"], f"C{len(colors)}")
+        label = curve["series"] if first else None
+        ax_lr.plot(curve["lr_step"], curve["lr"], color=color, lw=1.2, alpha=0.8, label=label)
+        ax_acc.plot(curve["acc_step"], curve["accuracy"], color=color, marker="o", ms=3, lw=1,
+                    alpha=0.8, label=label)
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("global learning rate")
+    ax_acc.set_ylabel("test accuracy")
+    ax_acc.set_xlabel("optimizer step")
+    ax_lr.set_title(f"Batch {batch}: learning rate and test accuracy per step ({title})")
+    for ax in (ax_lr, ax_acc):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = out / f"curves_b{batch}.{ext}"
+        fig.savefig(path, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
 def paper_claim(batch_size: int) -> tuple[str, dict[str, tuple[str, float]]]:
     """What the paper reports at this batch size: (text, {optimizer: (op, threshold)})."""
     if batch_size <= 1024:
@@ -102,11 +180,30 @@ def _check(value: float, rule: tuple[str, float]) -> bool:
     return {">=": value >= threshold, ">": value > threshold, "<": value < threshold}[op]
 
 
+def grid_table(part: pd.DataFrame) -> list[str]:
+    """A config with a [grid]: one row per (optimizer, grid point), test accuracy per batch size."""
+    batches = sorted(int(b) for b in part["batch_size"].unique())
+    lines = ["| run | " + " | ".join(f"b{b} test" for b in batches) + " |",
+             "|" + "---|" * (len(batches) + 1)]
+    for series, rows in part.groupby("series", sort=False):
+        cells = []
+        for b in batches:
+            hit = rows[rows["batch_size"] == b]
+            if hit.empty:
+                cells.append("")
+                continue
+            c = hit.iloc[0]
+            cells.append(f"{100 * c['test_accuracy_mean']:.2f}" + (" (diverged)" if c["diverged"] else ""))
+        lines.append(f"| {series} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(df: pd.DataFrame, agg: pd.DataFrame, title: str) -> str:
     """One table per config: a row per batch size, the optimizers side by side, the paper beside them."""
     lines = [f"# {title}", "",
              "Generated by `lars-systemml plot` from results.csv; do not edit by hand.", "",
-             "Accuracies in %, mean over seeds (n = seeds). gen = train - test accuracy (points). "
+             "Accuracies in %, mean over seeds (n = seeds; test accuracy ± its sample standard deviation "
+             "when n > 1). gen = train - test accuracy (points). "
              "`agree`/`differ` compares our test accuracy with what the paper reports at that batch size "
              "(<= 1024: ~99% for both, read as >= 98.5%; <= 8000: > 90% for both; ~28000: LARS > 55%, "
              "SGD < 40%).", ""]
@@ -117,6 +214,9 @@ def summary_markdown(df: pd.DataFrame, agg: pd.DataFrame, title: str) -> str:
                   f"epochs per run: {int(rows['epochs'])}; train/test images: {rows['train_size_used']}/"
                   f"{rows['test_size_used']}; dataset: {rows['dataset']}", ""]
         lines += _lars_step_note(df[(df["config_name"] == config) & (df["optimizer"] == "lars")])
+        if (df.loc[df["config_name"] == config, "grid_point"] != "").any():
+            lines += grid_table(part) + [""]
+            continue
         header = ["batch", "steps"]
         for opt in optimizers:
             header += [f"{opt} test", f"{opt} train", f"{opt} gen", f"{opt} n"]
@@ -133,7 +233,8 @@ def summary_markdown(df: pd.DataFrame, agg: pd.DataFrame, title: str) -> str:
                     continue
                 c = cell.iloc[0]
                 mark = " (diverged)" if c["diverged"] else ""
-                row += [f"{100 * c['test_accuracy_mean']:.2f}{mark}", f"{100 * c['train_accuracy_mean']:.2f}",
+                spread = f" ± {100 * c['test_accuracy_std']:.2f}" if c["seeds"] > 1 else ""
+                row += [f"{100 * c['test_accuracy_mean']:.2f}{spread}{mark}", f"{100 * c['train_accuracy_mean']:.2f}",
                         f"{100 * c['generalization_error_mean']:+.2f}", str(int(c["seeds"]))]
                 if opt in rules:
                     ok = _check(c["test_accuracy_mean"], rules[opt])
@@ -157,7 +258,8 @@ def _lars_step_note(lars_rows: pd.DataFrame) -> list[str]:
 
 
 def make_report(inputs: list[Path], output: Path | None = None, title: str | None = None) -> list[Path]:
-    """Write the three figures (PNG and SVG) and summary.md; return the written paths."""
+    """Write the three figures and the largest batch's curves (PNG and SVG) and summary.md;
+    return the written paths."""
     df = load(inputs)
     agg = aggregate(df)
     output = output or (inputs[0] if inputs[0].is_dir() else inputs[0].parent)
@@ -166,6 +268,7 @@ def make_report(inputs: list[Path], output: Path | None = None, title: str | Non
     written = []
     for metric, label in METRICS.items():
         written += plot_metric(agg, df, metric, output, f"{label} vs batch size ({title})")
+    written += plot_curves(df, output, title)
     summary = output / "summary.md"
     summary.write_text(summary_markdown(df, agg, title))
     written.append(summary)

@@ -125,7 +125,8 @@ def local_command(script: Path, nvargs: dict, config: Path | None = None,
         cmd += ["-config", str(config)]
     if stats:
         cmd += ["-stats"]
-    # "-nvargs" with nothing after it makes SystemDS log a parse error and exit 0 without running
+    # "-nvargs" with nothing after it is a SystemDS parse error that it reports without
+    # its usual error marker, so it is left out when there are no arguments.
     return cmd + (["-nvargs", *format_nvargs(nvargs)] if nvargs else [])
 
 

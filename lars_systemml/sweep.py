@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import LATER_FIELDS, TrainConfig
 from .errors import UserError
 from .experiment import Cell, Experiment
 
@@ -32,6 +32,8 @@ RESULT_COLUMNS = (
 SECONDS_PER_EPOCH = 15.0
 SECONDS_PER_STEP = 0.04
 SECONDS_PER_RUN = 20.0
+# The columns of results.csv as v0.1 wrote them (before the LATER_FIELDS settings existed).
+V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS]
 
 
 def git_commit() -> str:
@@ -47,17 +49,53 @@ def git_commit() -> str:
     return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
 
 
+def _defaults_as_written() -> dict:
+    """LATER_FIELDS at their defaults, as csv.DictWriter writes them."""
+    buffer = io.StringIO()
+    defaults = {k: getattr(TrainConfig(), k) for k in LATER_FIELDS}
+    csv.DictWriter(buffer, fieldnames=list(defaults), lineterminator="\n").writerow(defaults)
+    return dict(zip(defaults, next(csv.reader(io.StringIO(buffer.getvalue())))))
+
+
 def read_results(path: Path) -> list[dict]:
-    """Rows of results.csv; a trailing partial line (from a kill mid-write) is ignored."""
+    """Rows of results.csv; a trailing partial line (from a kill mid-write) is ignored.
+
+    A file written by v0.1 (V1_COLUMNS) is read with the later settings at their
+    defaults, which is what those runs used.
+    """
     if not path.is_file():
         return []
     text = path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if rows and list(rows[0].keys()) != RESULT_COLUMNS:
+    reader = csv.DictReader(io.StringIO(text))
+    rows = list(reader)
+    columns = reader.fieldnames or []
+    if rows and columns == V1_COLUMNS:
+        defaults = _defaults_as_written()
+        rows = [{k: {**row, **defaults}[k] for k in RESULT_COLUMNS} for row in rows]
+    elif rows and columns != RESULT_COLUMNS:
         raise UserError(f"{path} has other columns than this version writes: use a new --output folder")
     return rows
+
+
+def _upgrade(path: Path) -> None:
+    """Rewrite a v0.1 results.csv with today's columns (atomically), so rows can be appended."""
+    with open(path) as f:
+        header = next(csv.reader(f), [])
+    if header != V1_COLUMNS:
+        return
+    rows = read_results(path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(path.name + ".upgrade")
+    with open(tmp, "w") as f:
+        f.write(buffer.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def append_result(path: Path, row: dict) -> None:
@@ -67,9 +105,11 @@ def append_result(path: Path, row: dict) -> None:
     new = not path.is_file() or path.stat().st_size == 0
     if new:
         writer.writeheader()
-    elif not path.read_text().endswith("\n"):  # drop a partial line left by a kill
-        text = path.read_text()
-        path.write_text(text[: text.rfind("\n") + 1])
+    else:
+        if not path.read_text().endswith("\n"):  # drop a partial line left by a kill
+            text = path.read_text()
+            path.write_text(text[: text.rfind("\n") + 1])
+        _upgrade(path)
     writer.writerow({k: row.get(k, "") for k in RESULT_COLUMNS})
     with open(path, "a") as f:
         f.write(buffer.getvalue())
@@ -127,7 +167,8 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
           f"estimated {estimate / 3600:.1f} h on 2 cores -> {output}/results.csv", file=sys.stderr)
     if dry_run:
         for cell in todo:
-            print(f"  {cell.run_id:<28} epochs={cell.config.epochs} lr={cell.config.lr} "
+            print(f"  {cell.run_id:<28} epochs={cell.config.epochs} lr={cell.config.peak_lr():.6g} "
+                  f"schedule={cell.config.schedule} "
                   f"~{estimate_seconds(cell) / 60:.1f} min")
         return 0
     commit = git_commit()

@@ -16,6 +16,8 @@ from .config import TrainConfig
 from .errors import DMLError, UserError
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "steps", "seconds", "diverged"]
+TRACE_COLUMNS = ["step", "epoch", "lr", "batch_loss"]
+TRACE_FILE = "steps.csv"
 FINAL_COLUMNS = ["train_accuracy", "test_accuracy", "train_loss", "test_loss", "diverged",
                  "epochs_run", "steps", "train_seconds"]
 # How dml/train.dml's micro-batch parfor runs locally: SystemDS's defaults (threads of one JVM).
@@ -69,6 +71,9 @@ class _EpochProgress:
 def train(config: TrainConfig, output: str | Path, options: RunOptions | None = None) -> dict:
     """Run one training and write ``output/metrics.json``; return the metrics.
 
+    Also writes ``output/steps.csv``, the per-step trace (TRACE_COLUMNS: 1-based
+    step, epoch, learning rate, mean batch loss in nats), one row per update.
+
     Everything that can be checked before the JVM starts (hyperparameters,
     Java, data; Spark and its master) is checked first. A run whose loss becomes
     NaN/inf ends early and is reported with ``diverged: true``; a SystemDS or
@@ -98,6 +103,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         sds_config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
         nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
                   "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv"),
+                  "trace": str(tmp / "trace.csv"),
                   **(spark.PARFOR if options.spark else LOCAL_PARFOR)}
         script = runtime.dml_dir() / "train.dml"
         if options.spark:
@@ -121,11 +127,16 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
             raise DMLError(f"SystemDS ended without writing its results (full log: {log_path})")
         history = _read_csv_matrix(tmp / "history.csv", len(HISTORY_COLUMNS))
         final = dict(zip(FINAL_COLUMNS, _read_csv_matrix(tmp / "final.csv", len(FINAL_COLUMNS))[0]))
+        trace = _read_csv_matrix(tmp / "trace.csv", len(TRACE_COLUMNS))
+    trace = trace[trace[:, 0] > 0]  # no update taken: DML writes one zero row
+    np.savetxt(output / TRACE_FILE, trace, delimiter=",", fmt=["%d", "%d", "%.17g", "%.17g"],
+               header=",".join(TRACE_COLUMNS), comments="")
 
     diverged = bool(final["diverged"]) or not (math.isfinite(final["train_loss"]) and math.isfinite(final["test_loss"]))
     metrics = {
         **config.as_dict(),
         "hyperparameters": config.hyperparameters(),
+        "data_dir": prepared.source,
         "train_size": prepared.train_size,
         "test_size": prepared.test_size,
         "train_accuracy": float(final["train_accuracy"]),
@@ -140,6 +151,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         "train_seconds": float(final["train_seconds"]),
         "systemds_seconds": systemds_seconds,
         "prepare_seconds": prepare_seconds,
+        "step_trace": TRACE_FILE,
         "backend": "spark" if options.spark else "local",
         "spark_master": options.spark.master if options.spark else None,
         "systemds_version": runtime.systemds_version(),

@@ -26,6 +26,15 @@ def mnist_dir() -> Path:
     return _mnist_dir()
 
 
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    candidates = [os.environ.get("LARS_SYSTEMML_FASHION_DIR"), REPO.parent / "shared" / "data" / "fashion-mnist"]
+    for c in candidates:
+        if c and (Path(c) / "train-labels-idx1-ubyte.gz").is_file():
+            return Path(c)
+    pytest.skip("no Fashion-MNIST copy: set LARS_SYSTEMML_FASHION_DIR to a folder with the IDX files")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Prepared matrices go to a per-session cache, never the user's."""

@@ -25,6 +25,13 @@ from lars_systemml.errors import UserError
     ({"dataset": "cifar"}, "unknown dataset 'cifar'"),
     ({"train_size": 0}, "train_size must be an integer >= 1"),
     ({"batch_size": 2.5}, "batch_size must be an integer"),
+    ({"schedule": "cosine"}, "unknown schedule 'cosine'"),
+    ({"schedule": "warmup_poly", "warmup_epochs": 11}, r"warmup_epochs must be in \[0, epochs=10\]"),
+    ({"warmup_epochs": 1}, "warmup_epochs needs schedule warmup_poly"),
+    ({"schedule": "warmup_poly", "poly_power": 0}, "poly_power must be > 0"),
+    ({"lr_scaling": "cube"}, "unknown lr_scaling 'cube'"),
+    ({"lr_scaling": "linear"}, "lr_scaling linear needs base_batch"),
+    ({"lr_scaling": "sqrt", "base_batch": 0}, "base_batch must be an integer >= 1"),
 ])
 def test_invalid_settings(change, message):
     with pytest.raises(UserError, match=message):
@@ -35,6 +42,20 @@ def test_defaults_are_the_papers_table_1():
     c = TrainConfig().validate()
     assert (c.lr, c.lr_decay, c.weight_decay, c.momentum, c.trust_coef, c.parallel_batches) == \
         (0.01, 0.0001, 0.0001, 0.9, 0.001, 4)
+
+
+def test_cli_schedule_options_reach_the_config():
+    from lars_systemml.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--schedule", "warmup_poly", "--warmup-epochs", "2.5",
+                                      "--poly-power", "1", "--lr-scaling", "linear", "--base-batch", "256",
+                                      "--batch-size", "1024", "--lr", "0.1"])
+    c = config_from_args(args).validate()
+    assert (c.schedule, c.warmup_epochs, c.poly_power, c.lr_scaling, c.base_batch) == \
+        ("warmup_poly", 2.5, 1.0, "linear", 256)
+    assert c.dml_args()["lr"] == pytest.approx(0.4) and c.dml_args()["warmup_epochs"] == 2.5
+    d = config_from_args(build_parser().parse_args(["train"]))
+    assert d == TrainConfig()  # no option given: the paper's defaults
 
 
 def test_cli_bad_hyperparameter_is_one_line_error_without_jvm(capsys, monkeypatch):

@@ -22,6 +22,7 @@ def write_idx(path, array, magic=None, gz=False, truncate=0):
 
 
 def make_dataset(folder, n_train=40, n_test=20, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
     for prefix, n in (("train", n_train), ("t10k", n_test)):
@@ -158,3 +159,36 @@ def test_to_matrices_scaling_and_one_hot():
     x, y = data.to_matrices(split)
     assert x.shape == (2, 784) and x.max() == 1.0
     assert y.tolist()[0] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0] and y.sum() == 2
+
+
+def test_fashion_folder_next_to_the_mnist_env_folder(tmp_path, monkeypatch):
+    # LARS_SYSTEMML_DATA_DIR names the MNIST folder; Fashion-MNIST is looked up beside it
+    mnist, fashion = make_dataset(tmp_path / "mnist"), make_dataset(tmp_path / "fashion-mnist")
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(mnist))
+    monkeypatch.delenv(data.FASHION_DIR_ENV, raising=False)
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    assert data.resolve_data_dir("mnist") == mnist
+    assert data.resolve_data_dir("fashion-mnist") == fashion
+    # its own variable comes first
+    other = make_dataset(tmp_path / "elsewhere")
+    monkeypatch.setenv(data.FASHION_DIR_ENV, str(other))
+    assert data.resolve_data_dir("fashion-mnist") == other
+    # no fashion folder beside it: the cache (here empty, no download allowed)
+    monkeypatch.delenv(data.FASHION_DIR_ENV)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(make_dataset(tmp_path / "solo" / "mnist")))
+    with pytest.raises(UserError, match="fashion-mnist is not in the cache .*LARS_SYSTEMML_FASHION_DIR"):
+        data.resolve_data_dir("fashion-mnist", download=False)
+
+
+def test_a_folder_of_the_other_dataset_is_refused(mnist_dir, fashion_dir):
+    assert data.identify(mnist_dir) == "mnist" and data.identify(fashion_dir) == "fashion-mnist"
+    with pytest.raises(UserError, match="holds mnist, not fashion-mnist: .*LARS_SYSTEMML_FASHION_DIR"):
+        data.resolve_data_dir("fashion-mnist", mnist_dir)
+    with pytest.raises(UserError, match="holds fashion-mnist, not mnist"):
+        data.resolve_data_dir("mnist", fashion_dir)
+
+
+def test_real_fashion_mnist_files(fashion_dir):
+    test = data.load_split(fashion_dir, "t10k")
+    assert test.images.shape == (10000, 28, 28)
+    assert np.bincount(test.labels).tolist() == [1000] * 10  # balanced, unlike MNIST

@@ -138,3 +138,70 @@ def test_quick_config_end_to_end(tmp_path, mnist_dir, capsys):
     for name in ("test_accuracy.png", "train_accuracy.svg", "generalization_error.png", "summary.md",
                  "config.toml", "commands.txt"):
         assert (out / name).is_file(), name
+
+
+def test_per_optimizer_grid_and_seeds_for(tmp_path):
+    text = TINY.replace('["sgd"]', '["sgd", "lars"]') + """
+[grid]
+lr = { sgd = [0.1, 0.2], lars = [5.0] }
+[[seeds_for]]
+optimizers = ["lars"]
+batch_sizes = [150, 300]
+seeds = [1, 2, 3]
+[[seeds_for]]
+batch_sizes = [300]
+seeds = [7]
+"""
+    e = load_experiment(write(tmp_path, text))
+    ids = {c.run_id for c in e.cells}
+    assert {"sgd-b100-s1-lr0.1", "sgd-b100-s1-lr0.2", "lars-b100-s1-lr5.0", "lars-b150-s3-lr5.0",
+            "sgd-b300-s7-lr0.2", "lars-b300-s7-lr5.0"} <= ids
+    # sgd: 2 lrs x (100, 150: seed 1; 300: seed 7); lars: 100: 1 seed, 150: 3 seeds, 300: seed 7 (last rule wins)
+    assert len(e.cells) == 2 * 3 + (1 + 3 + 1)
+    assert e.seeds_for("lars", 150) == [1, 2, 3] and e.seeds_for("sgd", 150) == [1]
+    # cells for a batch size outside the config's list follow the same rules
+    assert [c.run_id for c in e.cells_for("lars", 2048)] == ["lars-b2048-s1-lr5.0"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[grid]\nlr = { lamb = [1.0] }\n", r"unknown key\(s\) lamb in \[grid\] lr"),
+    ("[grid]\nlr = { sgd = [] }\n", r"\[grid\] lr must be a non-empty list"),
+    ("[[seeds_for]]\nbatch_sizes = [100]\n", "'seeds' must be a non-empty list"),
+    ("[[seeds_for]]\nseeds = [1]\nbatch = [100]\n", r"unknown key\(s\) batch in \[\[seeds_for\]\] #1"),
+    ("[[seeds_for]]\nseeds = [1]\noptimizers = [\"lamb\"]\n", "'optimizers' must be a list from"),
+])
+def test_invalid_grid_and_seed_rules(tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        load_experiment(write(tmp_path, TINY + extra))
+
+
+def test_config_hash_of_default_runs_is_unchanged_since_v01():
+    # hashes that v0.1 (commit 7fdc5d4) wrote into results.csv: a sweep started then resumes
+    e = load_experiment(REPO / "experiments" / "paper.toml")
+    assert (e.cells[0].run_id, e.cells[0].config_hash) == ("sgd-b32-s42", "38dce81a415f")
+    from lars_systemml.config import TrainConfig
+    from lars_systemml.experiment import Cell
+
+    assert Cell("x", TrainConfig()).config_hash == "d5fc07170195"
+    assert Cell("x", TrainConfig(schedule="constant")).config_hash != "d5fc07170195"
+
+
+def test_v01_results_are_read_and_upgraded_on_append(tmp_path):
+    from lars_systemml.config import TrainConfig
+    from lars_systemml.sweep import V1_COLUMNS
+
+    path = tmp_path / "results.csv"
+    old = {**TrainConfig().as_dict(), "run_id": "a", "config_hash": "h", "test_accuracy": 0.9}
+    with open(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=V1_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(old)
+    rows = read_results(path)
+    assert list(rows[0]) == RESULT_COLUMNS
+    assert (rows[0]["schedule"], rows[0]["lr_scaling"], rows[0]["warmup_epochs"], rows[0]["base_batch"]) == \
+        ("inverse_time", "none", "0.0", "")
+    append_result(path, {**TrainConfig(schedule="constant").as_dict(), "run_id": "b"})
+    assert path.read_text().splitlines()[0].split(",") == RESULT_COLUMNS
+    rows = read_results(path)
+    assert [(r["run_id"], r["schedule"], r["test_accuracy"]) for r in rows] == \
+        [("a", "inverse_time", "0.9"), ("b", "constant", "")]

@@ -1,12 +1,14 @@
 """End-to-end training runs of dml/train.dml on small real MNIST subsets."""
 import json
 
+import numpy as np
 import pytest
 
 from lars_systemml import runtime
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
 from lars_systemml.errors import DMLError
+from lars_systemml.schedules import lr_trace
 from lars_systemml.train import RunOptions, train
 
 pytestmark = pytest.mark.slow
@@ -121,3 +123,43 @@ def test_sigterm_stops_the_jvm_too(tmp_path, mnist_dir):
     for pid in jvms:  # the JVM is gone as well
         assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_tiny_fashion_mnist_run_finds_its_data_next_to_mnist(tmp_path, mnist_dir, fashion_dir, monkeypatch):
+    # only LARS_SYSTEMML_DATA_DIR (the MNIST folder) is set, as on this project's machines
+    monkeypatch.setenv("LARS_SYSTEMML_DATA_DIR", str(mnist_dir))
+    monkeypatch.delenv("LARS_SYSTEMML_FASHION_DIR", raising=False)
+    if fashion_dir.resolve() != (mnist_dir.parent / "fashion-mnist").resolve():
+        monkeypatch.setenv("LARS_SYSTEMML_FASHION_DIR", str(fashion_dir))
+    config = TrainConfig(dataset="fashion-mnist", train_size=500, test_size=200, epochs=2, batch_size=50,
+                         lr=0.05)
+    m = train(config, tmp_path / "fashion", RunOptions(progress=False, heap="2g"))
+    assert m["dataset"] == "fashion-mnist" and m["data_dir"] == str(fashion_dir)
+    assert m["train_size"] == 500 and m["test_size"] == 200 and m["steps"] == 20
+    assert not m["diverged"] and m["test_accuracy"] > 0.3  # chance is 0.1
+
+
+@pytest.mark.parametrize("changes", [
+    {},  # the paper's inverse time decay (the default)
+    {"optimizer": "lars", "lr": 2.0, "lr_scaling": "sqrt", "base_batch": 25, "schedule": "warmup_poly",
+     "warmup_epochs": 0.5},
+], ids=["inverse_time", "warmup_poly"])
+def test_per_step_lr_is_the_python_schedule(tmp_path, mnist_dir, changes):
+    m = run(tmp_path, mnist_dir, epochs=2, **changes)  # 600 images / 100 = 6 steps per epoch
+    config = TrainConfig(**{"train_size": 600, "test_size": 200, "epochs": 2, "batch_size": 100, **changes})
+    trace = np.loadtxt(tmp_path / "run" / m["step_trace"], delimiter=",", skiprows=1, ndmin=2)
+    assert trace[:, 0].tolist() == list(range(1, 13)) and trace[:, 1].tolist() == [1] * 6 + [2] * 6
+    np.testing.assert_allclose(trace[:, 2], lr_trace(config, 600), rtol=1e-14, atol=0)
+    assert np.all(np.isfinite(trace[:, 3])) and np.all(trace[:, 2] > 0)
+    # the history's lr is that of each epoch's last step
+    assert [h["lr"] for h in m["history"]] == pytest.approx(trace[[5, 11], 2].tolist(), rel=1e-15)
+    if changes:
+        assert trace[0, 2] == pytest.approx(2.0 * 2 / 3) and trace[2, 2] == pytest.approx(4.0)
+
+
+def test_constant_schedule_is_inverse_time_without_decay(tmp_path, mnist_dir):
+    a = run(tmp_path, mnist_dir, "a", schedule="constant", lr=0.05)
+    b = run(tmp_path, mnist_dir, "b", lr_decay=0.0, lr=0.05)
+    c = run(tmp_path, mnist_dir, "c", lr=0.05)
+    assert a["test_loss"] == b["test_loss"] and a["history"][0]["lr"] == 0.05
+    assert c["test_loss"] != a["test_loss"]  # the decay of the default schedule is applied
