@@ -12,6 +12,7 @@ epoch) against the optimizer step, from ``runs/<run_id>/`` beside results.csv.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +186,12 @@ def grid_table(part: pd.DataFrame) -> list[str]:
     batches = sorted(int(b) for b in part["batch_size"].unique())
     lines = ["| run | " + " | ".join(f"b{b} test" for b in batches) + " |",
              "|" + "---|" * (len(batches) + 1)]
-    for series, rows in part.groupby("series", sort=False):
+    def natural(series: str) -> list:
+        return [float(x) if x[0].isdigit() else x for x in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?|\D+", series)]
+
+    groups = dict(list(part.groupby("series", sort=False)))
+    for series in sorted(groups, key=natural):
+        rows = groups[series]
         cells = []
         for b in batches:
             hit = rows[rows["batch_size"] == b]

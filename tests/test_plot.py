@@ -96,14 +96,15 @@ def test_no_histories_no_curves(results):
 
 
 def test_grid_runs_are_separate_series(tmp_path):
-    for lr, acc in ((0.1, 0.9), (1.0, 0.5)):
+    for lr, acc in ((10.0, 0.2), (0.1, 0.9), (1.0, 0.5)):
         for batch in (250, 2500):
             row = fake_row("lars", batch, 1, acc - (batch == 2500) * 0.1, acc)
             row["run_id"] += f"-lr{lr}"
             append_result(tmp_path / "results.csv", row)
     df = load([tmp_path])
-    assert sorted(df["series"].unique()) == ["lars-lr0.1", "lars-lr1.0"]
+    assert sorted(df["series"].unique()) == ["lars-lr0.1", "lars-lr1.0", "lars-lr10.0"]
     make_report([tmp_path])
     text = (tmp_path / "summary.md").read_text()
     assert "| run | b250 test | b2500 test |" in text
-    assert "| lars-lr0.1 | 90.00 | 80.00 |" in text and "| lars-lr1.0 | 50.00 | 40.00 |" in text
+    # rows in numeric order of the grid value
+    assert "| lars-lr0.1 | 90.00 | 80.00 |\n| lars-lr1.0 | 50.00 | 40.00 |\n| lars-lr10.0 | 20.00 | 10.00 |" in text

@@ -136,8 +136,19 @@ def test_quick_config_end_to_end(tmp_path, mnist_dir, capsys):
         assert row["diverged"] == "False" and 0.0 <= float(row["test_accuracy"]) <= 1.0
         assert (out / "runs" / row["run_id"] / "metrics.json").is_file()
     for name in ("test_accuracy.png", "train_accuracy.svg", "generalization_error.png", "summary.md",
-                 "config.toml", "commands.txt"):
+                 "config.toml", "commands.txt", "curves_b2048.png"):
         assert (out / name).is_file(), name
+    # max-batch on the same folder reuses the sweep's real rows: grid ends 64 and 2048 are in it
+    from lars_systemml.maxbatch import find_max_batch
+
+    def no_training(*args):
+        raise AssertionError("max-batch should reuse the sweep's runs")
+
+    by_batch = {int(r["batch_size"]): float(r["test_accuracy"]) for r in rows if r["optimizer"] == "lars"}
+    result = find_max_batch(load_experiment(config), "lars", min(by_batch.values()), out, None, no_training,
+                            log=lambda line: None)
+    assert result.answer == 2048 and [t.reused for t in result.trials] == [1]
+    assert result.trials[0].accuracies == [by_batch[2048]]
 
 
 def test_per_optimizer_grid_and_seeds_for(tmp_path):
@@ -205,3 +216,30 @@ def test_v01_results_are_read_and_upgraded_on_append(tmp_path):
     rows = read_results(path)
     assert [(r["run_id"], r["schedule"], r["test_accuracy"]) for r in rows] == \
         [("a", "inverse_time", "0.9"), ("b", "constant", "")]
+
+
+def test_tuned_configs_are_one_recipe():
+    tuned = load_experiment(REPO / "experiments" / "tuned.toml")
+    fashion = load_experiment(REPO / "experiments" / "tuned_fashion.toml")
+    assert tuned.optimizers == fashion.optimizers == ["sgd", "lars", "lamb"]
+    assert tuned.batch_sizes == [1024, 4096, 8192, 16384, 32000]
+    assert fashion.batch_sizes[0] == 1024 and fashion.batch_sizes[-1] == 32000
+    for e in (tuned, fashion):
+        configs = [c.config for c in e.cells]
+        assert len({c.epochs for c in configs}) == 1 and configs[0].epochs <= 30  # one budget
+        assert all(c.schedule == "warmup_poly" and c.warmup_epochs > 0 for c in configs)
+        # one searched lr per optimizer for every batch size (the measured scaling rule is "none")
+        for opt in e.optimizers:
+            assert len({c.peak_lr() for c in configs if c.optimizer == opt}) == 1
+        assert {c.dataset for c in configs} == {"mnist" if e is tuned else "fashion-mnist"}
+        assert all(c.train_size is None and c.test_size is None for c in configs)  # full data
+    # 3 seeds where the targets are (LARS, LAMB at 8192, 16384, 32000), 1 elsewhere
+    for opt in tuned.optimizers:
+        for batch in tuned.batch_sizes:
+            target = opt in ("lars", "lamb") and batch >= 8192
+            assert tuned.seeds_for(opt, batch) == ([1, 2, 3] if target else [1])
+    # Fashion-MNIST runs the same recipe: equal settings but for the data set
+    for opt in tuned.optimizers:
+        a = tuned.cells_for(opt, 32000)[0].config
+        b = fashion.cells_for(opt, 32000)[0].config
+        assert {k for k, v in a.as_dict().items() if getattr(b, k) != v} == {"dataset"}

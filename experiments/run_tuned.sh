@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The tuned recipe's runs, in order: full MNIST (tuned.toml), Fashion-MNIST
+# (tuned_fashion.toml), then the max-batch answers from those runs (reused, plus
+# at most a few grid sizes not in the sweep). Resumable: rerun after an interruption
+# and finished runs are skipped. Logs to results/<name>/sweep.log.
+# RESULTS (default: results/ of this checkout) lets a frozen checkout of the code
+# write into another tree, so that editing the code does not change a sweep under way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+results="${RESULTS:-results}"
+for config in tuned tuned_fashion; do
+  mkdir -p "$results/$config"
+  python -m lars_systemml sweep --config "experiments/$config.toml" --output "$results/$config" \
+    --no-progress "$@" >> "$results/$config/sweep.log" 2>&1
+done
+for optimizer in lars lamb sgd; do
+  python -m lars_systemml max-batch --optimizer "$optimizer" --target 0.98 --config experiments/tuned.toml \
+    --output "$results/tuned" --no-progress "$@" >> "$results/tuned/max_batch.log" 2>&1
+done
