@@ -66,6 +66,18 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    """Write the figure as out/stem.png and out/stem.svg, close it, return the paths."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    paths = [out / f"{stem}.{ext}" for ext in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return paths
+
+
 def plot_metric(agg: pd.DataFrame, df: pd.DataFrame, metric: str, out: Path, title: str) -> list[Path]:
     import matplotlib
 
@@ -89,14 +101,7 @@ def plot_metric(agg: pd.DataFrame, df: pd.DataFrame, metric: str, out: Path, tit
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = out / f"{metric}.{ext}"
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out, metric)
 
 
 def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
@@ -155,14 +160,7 @@ def plot_curves(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
     for ax in (ax_lr, ax_acc):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = out / f"curves_b{batch}.{ext}"
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out, f"curves_b{batch}")
 
 
 def paper_claim(batch_size: int) -> tuple[str, dict[str, tuple[str, float]]]:
