@@ -117,6 +117,10 @@ def append_result(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def estimate_seconds(cell: Cell, train_images: int = 60000) -> float:
     c = cell.config
     n = min(c.train_size or train_images, train_images)
@@ -164,7 +168,7 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
         todo.sort(key=lambda c: (-c.config.batch_size, c.config.optimizer, c.config.seed))
     estimate = sum(estimate_seconds(c) for c in todo)
     print(f"{experiment.name}: {len(cells)} runs, {len(done)} done, {len(todo)} to run, "
-          f"estimated {estimate / 3600:.1f} h on 2 cores -> {output}/results.csv", file=sys.stderr)
+          f"estimated {_duration(estimate)} on 2 cores -> {output}/results.csv", file=sys.stderr)
     if dry_run:
         for cell in todo:
             print(f"  {cell.run_id:<28} epochs={cell.config.epochs} lr={cell.config.peak_lr():.6g} "
