@@ -125,7 +125,9 @@ def local_command(script: Path, nvargs: dict, config: Path | None = None,
         cmd += ["-config", str(config)]
     if stats:
         cmd += ["-stats"]
-    return cmd + ["-nvargs", *format_nvargs(nvargs)]
+    if nvargs:  # an empty -nvargs is a SystemDS parse error
+        cmd += ["-nvargs", *format_nvargs(nvargs)]
+    return cmd
 
 
 def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | None = None,
