@@ -52,9 +52,12 @@ class _EpochProgress:
         label = f"{config.optimizer} B={config.batch_size}"
         self.bar = tqdm(total=config.epochs, desc=label, unit="epoch", disable=not enabled,
                         leave=False, file=sys.stderr)
+        self.seconds: dict[int, tuple[float, float]] = {}  # epoch -> (training loop, evaluation)
 
     def __call__(self, line: str) -> None:
         parts = line.split()
+        if parts and parts[0] == "time" and len(parts) >= 4:
+            self.seconds[int(parts[1])] = (float(parts[2]), float(parts[3]))
         if parts and parts[0] == "epoch" and len(parts) >= 6:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{float(parts[3]):.4f}", test_acc=f"{float(parts[5]):.4f}")
@@ -133,5 +136,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     }
     for row in metrics["history"]:
         row["diverged"] = bool(row["diverged"])
+        if row["epoch"] in progress.seconds:  # "seconds" split into training loop and test evaluation
+            row["loop_seconds"], row["eval_seconds"] = progress.seconds[row["epoch"]]
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
