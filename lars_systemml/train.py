@@ -29,6 +29,7 @@ class RunOptions:
     verbose: bool = False
     progress: bool = True
     stats: bool = False
+    # SystemDS -config settings, over runtime.tuned_settings() (e.g. {"sysds.native.blas": "none"})
     systemds_config: dict = field(default_factory=dict)
 
 
@@ -87,7 +88,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
 
     with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
         tmp = Path(tmp)
-        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp")}
+        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
+                    **runtime.tuned_settings(tmp)}
         settings.update(options.systemds_config)
         sds_config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
         nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
@@ -127,6 +129,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         "systemds_seconds": systemds_seconds,
         "prepare_seconds": prepare_seconds,
         "backend": "local",
+        "native_blas": settings.get("sysds.native.blas", "none"),
         "systemds_version": runtime.systemds_version(),
         "history": [
             {k: (_finite_or_none(v) if k not in ("epoch", "steps", "diverged") else int(v))
