@@ -33,6 +33,7 @@ class RunOptions:
     verbose: bool = False
     progress: bool = True
     stats: bool = False
+    # SystemDS -config settings, over runtime.tuned_settings() (e.g. {"sysds.native.blas": "none"})
     systemds_config: dict = field(default_factory=dict)
     spark: spark.SparkOptions | None = None  # None: the embedded local SystemDS
 
@@ -57,9 +58,12 @@ class _EpochProgress:
         label = f"{config.optimizer} B={config.batch_size}"
         self.bar = tqdm(total=config.epochs, desc=label, unit="epoch", disable=not enabled,
                         leave=False, file=sys.stderr)
+        self.seconds: dict[int, tuple[float, float]] = {}  # epoch -> (training loop, evaluation)
 
     def __call__(self, line: str) -> None:
         parts = line.split()
+        if parts and parts[0] == "time" and len(parts) >= 4:
+            self.seconds[int(parts[1])] = (float(parts[2]), float(parts[3]))
         if parts and parts[0] == "epoch" and len(parts) >= 6:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{float(parts[3]):.4f}", test_acc=f"{float(parts[5]):.4f}")
@@ -96,7 +100,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
 
     with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
         tmp = Path(tmp)
-        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp")}
+        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
+                    **runtime.tuned_settings(tmp)}
         if options.spark:
             settings["sysds.scratch"] = spark.scratch_dir(options.spark, tmp)
         settings.update(options.systemds_config)
@@ -154,6 +159,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         "step_trace": TRACE_FILE,
         "backend": "spark" if options.spark else "local",
         "spark_master": options.spark.master if options.spark else None,
+        "native_blas": settings.get("sysds.native.blas", "none"),
         "systemds_version": runtime.systemds_version(),
         "history": [
             {k: (_finite_or_none(v) if k not in ("epoch", "steps", "diverged") else int(v))
@@ -163,5 +169,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     }
     for row in metrics["history"]:
         row["diverged"] = bool(row["diverged"])
+        if row["epoch"] in progress.seconds:  # "seconds" split into training loop and test evaluation
+            row["loop_seconds"], row["eval_seconds"] = progress.seconds[row["epoch"]]
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
