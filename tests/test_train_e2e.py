@@ -46,8 +46,8 @@ def test_same_seed_same_result(tmp_path, mnist_dir):
 @pytest.mark.parametrize("batch, parallel, size", [(100, 3, 600), (400, 3, 600), (4096, 2, 4096)])
 def test_parallel_micro_batches_keep_the_math(tmp_path, mnist_dir, batch, parallel, size):
     # B=100 into 3 micro-batches is 34/33/33: weighted averaging must give the full-batch gradient.
-    # train.dml computes micro-batches under 1024 rows in one piece and larger ones in a parfor
-    # (4096 = 2 x 2048, sizes known at compile time); a short last batch (600 = 400 + 200:
+    # train.dml computes micro-batches under 64 rows in one piece and larger ones in a parfor
+    # (4096 = 2 x 2048, sizes known at compile time; B=100 in one piece); a short last batch (600 = 400 + 200:
     # 67/67/66) always goes through the parfor.
     one = run(tmp_path, mnist_dir, "p1", optimizer="sgd", lr=0.05, batch_size=batch,
               parallel_batches=1, epochs=2, train_size=size)
