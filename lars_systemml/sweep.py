@@ -27,11 +27,14 @@ RESULT_COLUMNS = (
        "train_loss", "test_loss", "diverged", "epochs_run", "steps", "wall_seconds", "train_seconds",
        "backend", "systemds_version", "git_commit", "finished_at"]
 )
-# A simple cost model for --dry-run before any cell has finished (measured here,
-# 2 cores, full MNIST): seconds per epoch-of-60k-images plus per optimizer step, plus per run.
-SECONDS_PER_EPOCH = 15.0
-SECONDS_PER_STEP = 0.04
-SECONDS_PER_RUN = 20.0
+# A simple cost model for --dry-run before any cell has finished: seconds per epoch of 60k
+# images (training loop ~10 s + test evaluation ~0.8 s) plus per optimizer step, plus per run
+# (JVM start, data read, compilation, final evaluation). Measured on a quiet 2-core machine
+# (results/bench/epoch_time.md: 9.3-10.9 s/epoch at batch >= 4096, 19.5 s at 64 = 938 steps;
+# outside the loop 7.5-8.7 s); check against finished runs with benchmarks/sweep_time.py.
+SECONDS_PER_EPOCH = 11.0
+SECONDS_PER_STEP = 0.01
+SECONDS_PER_RUN = 9.0
 # The columns of results.csv as v0.1 wrote them (before the LATER_FIELDS settings existed).
 V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS]
 
