@@ -13,12 +13,16 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS_DML = Path(__file__).resolve().parent / "dml"
 
 
-def _mnist_dir() -> Path:
-    candidates = [os.environ.get("LARS_SYSTEMML_DATA_DIR"), REPO.parent / "shared" / "data" / "mnist"]
-    for c in candidates:
+def _data_dir(env: str, shared_name: str, label: str) -> Path:
+    """$env if set to a folder with the IDX files, else ../shared/data/<shared_name>; skip if neither."""
+    for c in [os.environ.get(env), REPO.parent / "shared" / "data" / shared_name]:
         if c and (Path(c) / "train-labels-idx1-ubyte.gz").is_file():
             return Path(c)
-    pytest.skip("no MNIST copy: set LARS_SYSTEMML_DATA_DIR to a folder with the IDX files")
+    pytest.skip(f"no {label} copy: set {env} to a folder with the IDX files")
+
+
+def _mnist_dir() -> Path:
+    return _data_dir("LARS_SYSTEMML_DATA_DIR", "mnist", "MNIST")
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +32,7 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
-    candidates = [os.environ.get("LARS_SYSTEMML_FASHION_DIR"), REPO.parent / "shared" / "data" / "fashion-mnist"]
-    for c in candidates:
-        if c and (Path(c) / "train-labels-idx1-ubyte.gz").is_file():
-            return Path(c)
-    pytest.skip("no Fashion-MNIST copy: set LARS_SYSTEMML_FASHION_DIR to a folder with the IDX files")
+    return _data_dir("LARS_SYSTEMML_FASHION_DIR", "fashion-mnist", "Fashion-MNIST")
 
 
 @pytest.fixture(scope="session", autouse=True)
