@@ -8,10 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results="${RESULTS:-results}"
+# tuned.toml's lamb-b32000-s1 is the LR search's lamb lr 0.05 run: adopted, not run again.
 for config in tuned tuned_fashion; do
   mkdir -p "$results/$config"
+  reuse=()
+  [ "$config" = tuned ] && reuse=(--reuse "$results/tuned_lr_full")
   python -m lars_systemml sweep --config "experiments/$config.toml" --output "$results/$config" \
-    --no-progress "$@" >> "$results/$config/sweep.log" 2>&1
+    "${reuse[@]}" --no-progress "$@" >> "$results/$config/sweep.log" 2>&1
 done
 for optimizer in lars lamb sgd; do
   python -m lars_systemml max-batch --optimizer "$optimizer" --target 0.98 --config experiments/tuned.toml \

@@ -115,7 +115,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         shutil.copyfile(args.config, output / "config.toml")
         with open(output / "commands.txt", "a") as f:
             f.write(shlex.join(["lars-systemml", *sys.argv[1:]]) + "\n")
-    failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run)
+    failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run,
+                         reuse=[Path(p) for p in args.reuse or []])
     if not args.dry_run and (output / "results.csv").is_file():
         from .plot import make_report
 
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="KEY=VALUE[,VALUE]",
                    help="run only matching cells, e.g. --only optimizer=lars batch_size=1024,2048")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the estimated time, run nothing")
+    p.add_argument("--reuse", nargs="+", metavar="DIR",
+                   help="other results folders: a run there with the identical configuration (config hash) "
+                        "is copied in instead of trained again, e.g. the chosen point of an LR search")
     add_data_options(p)
     add_runtime_options(p)
     spark.add_options(p)

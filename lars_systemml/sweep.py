@@ -2,6 +2,9 @@
 
 Resumable: a cell whose run_id (with the same config hash) is already in
 results.csv is skipped, so an interrupted sweep continues where it stopped.
+A cell that another results folder already ran with the identical configuration
+(same config hash, e.g. the chosen point of an LR search) can be adopted from
+there instead of trained again (``reuse``).
 A row is written with one write() and flushed to disk, so Ctrl-C or a crash
 never loses or half-writes a finished run; a diverged run is a row like any other.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -158,9 +162,46 @@ def plan(experiment: Experiment, cells: list[Cell], output: Path) -> tuple[list[
     return done, todo
 
 
+def reusable_runs(folders: list[Path]) -> dict[str, tuple[Path, dict]]:
+    """The finished runs (diverged ones too) of other results folders by config hash: (folder, row).
+
+    The first folder that has a hash wins. A folder without results.csv is an error,
+    so a mistyped path is not silently ignored.
+    """
+    found: dict[str, tuple[Path, dict]] = {}
+    for folder in folders:
+        if not (folder / "results.csv").is_file():
+            raise UserError(f"--reuse {folder}: no results.csv there; name a folder written by "
+                            f"`lars-systemml sweep`")
+        for row in read_results(folder / "results.csv"):
+            found.setdefault(row["config_hash"], (folder, row))
+    return found
+
+
+def adopt(experiment: Experiment, cell: Cell, source: Path, row: dict, output: Path) -> dict:
+    """Copy another folder's finished run of ``cell``'s exact configuration into ``output``.
+
+    The row keeps what the run measured and where it came from (git commit, finish time);
+    only its config name and run id become this sweep's. The run folder is copied with a
+    note naming its origin.
+    """
+    src_run = source / "runs" / row["run_id"]
+    dst_run = output / "runs" / cell.run_id
+    if src_run.is_dir():
+        shutil.copytree(src_run, dst_run, dirs_exist_ok=True)
+        (dst_run / "reused_from.txt").write_text(f"{src_run}\n")
+    adopted = {**row, "config_name": experiment.name, "run_id": cell.run_id}
+    append_result(output / "results.csv", adopted)
+    return adopted
+
+
 def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, dry_run: bool = False,
-              largest_first: bool = True) -> int:
-    """Run the cells not yet in results.csv; return the number of failed cells."""
+              largest_first: bool = True, reuse: list[Path] | None = None) -> int:
+    """Run the cells not yet in results.csv; return the number of failed cells.
+
+    ``reuse``: other results folders whose runs of an identical configuration are
+    adopted (``adopt``) instead of trained again.
+    """
     from tqdm import tqdm
 
     from .train import train
@@ -169,15 +210,27 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
     done, todo = plan(experiment, cells, output)
     if largest_first:  # the large-batch cells are the cheap and the telling ones
         todo.sort(key=lambda c: (-c.config.batch_size, c.config.optimizer, c.config.seed))
+    reusable = reusable_runs(reuse or [])
+    adoptable = [c for c in todo if c.config_hash in reusable]
+    todo = [c for c in todo if c.config_hash not in reusable]
     estimate = sum(estimate_seconds(c) for c in todo)
-    print(f"{experiment.name}: {len(cells)} runs, {len(done)} done, {len(todo)} to run, "
+    reused = f", {len(adoptable)} to reuse" if adoptable else ""
+    print(f"{experiment.name}: {len(cells)} runs, {len(done)} done{reused}, {len(todo)} to run, "
           f"estimated {_duration(estimate)} on 2 cores -> {output}/results.csv", file=sys.stderr)
     if dry_run:
+        for cell in adoptable:
+            source, row = reusable[cell.config_hash]
+            print(f"  {cell.run_id:<28} reuse {source / 'runs' / row['run_id']}")
         for cell in todo:
             print(f"  {cell.run_id:<28} epochs={cell.config.epochs} lr={cell.config.peak_lr():.6g} "
                   f"schedule={cell.config.schedule} "
                   f"~{estimate_seconds(cell) / 60:.1f} min")
         return 0
+    for cell in adoptable:
+        source, row = reusable[cell.config_hash]
+        adopt(experiment, cell, source, row, output)
+        print(f"{cell.run_id}: reused {source / 'runs' / row['run_id']} "
+              f"(test_acc={float(row['test_accuracy']):.4f})", file=sys.stderr)
     commit = git_commit()
     failures = 0
     bar = tqdm(total=round(estimate), unit="s", desc=experiment.name, file=sys.stderr,

@@ -243,3 +243,59 @@ def test_tuned_configs_are_one_recipe():
         a = tuned.cells_for(opt, 32000)[0].config
         b = fashion.cells_for(opt, 32000)[0].config
         assert {k for k, v in a.as_dict().items() if getattr(b, k) != v} == {"dataset"}
+
+
+def _finished_row(experiment, cell, test_accuracy):
+    from lars_systemml.sweep import result_row
+
+    metrics = {"train_size": 300, "test_size": 100, "train_accuracy": 0.5, "test_accuracy": test_accuracy,
+               "generalization_error": 0.5 - test_accuracy, "train_loss": 1.0, "test_loss": 1.1,
+               "diverged": False, "epochs_run": 1, "steps": 3, "wall_seconds": 9.0, "train_seconds": 5.0,
+               "backend": "local", "systemds_version": "3.4.0"}
+    return result_row(experiment, cell, metrics, "abc123")
+
+
+def test_sweep_reuses_identical_runs_of_another_folder(tmp_path, capsys):
+    from lars_systemml.sweep import run_sweep
+    from lars_systemml.train import RunOptions
+
+    # an "LR search" that ran lr 0.05 and 0.1 at batch 150
+    search = load_experiment(write(tmp_path, TINY.replace("lr = 0.05", "").replace("[100, 150, 300]", "[150]")
+                                   + '[grid]\nlr = [0.05, 0.1]\n', "search.toml"))
+    src = tmp_path / "search"
+    src.mkdir()
+    for cell, acc in zip(search.cells, [0.81, 0.62]):
+        append_result(src / "results.csv", _finished_row(search, cell, acc))
+        (src / "runs" / cell.run_id).mkdir(parents=True)
+        (src / "runs" / cell.run_id / "metrics.json").write_text('{"test_accuracy": %s}' % acc)
+
+    tiny = load_experiment(write(tmp_path, TINY))
+    out = tmp_path / "out"
+    cell = tiny.filtered(["batch_size=150"])
+    assert run_sweep(tiny, cell, out, RunOptions(progress=False), reuse=[src]) == 0
+    [row] = read_results(out / "results.csv")
+    # the lr-0.05 run (same config hash), under this sweep's name and id, with its provenance
+    assert (row["config_name"], row["run_id"], row["test_accuracy"]) == ("tiny", "sgd-b150-s1", "0.81")
+    assert row["config_hash"] == cell[0].config_hash and row["git_commit"] == "abc123"
+    copied = out / "runs" / "sgd-b150-s1"
+    assert (copied / "metrics.json").read_text() == '{"test_accuracy": 0.81}'
+    assert (copied / "reused_from.txt").read_text().strip().endswith("sgd-b150-s1-lr0.05")
+    assert "reused" in capsys.readouterr().err
+    # now done: a second sweep has nothing to run or reuse
+    assert run_sweep(tiny, cell, out, RunOptions(progress=False), reuse=[src], dry_run=True) == 0
+    assert "1 done, 0 to run" in capsys.readouterr().err
+    # the cells with no identical run elsewhere stay to run
+    run_sweep(tiny, tiny.cells, tmp_path / "plan", RunOptions(progress=False), reuse=[src], dry_run=True)
+    captured = capsys.readouterr()
+    assert "1 to reuse, 2 to run" in captured.err
+    assert "sgd-b150-s1                  reuse" in captured.out and "sgd-b100-s1 " in captured.out
+
+
+def test_reuse_of_a_folder_without_results_is_an_error(tmp_path):
+    from lars_systemml.sweep import run_sweep
+    from lars_systemml.train import RunOptions
+
+    tiny = load_experiment(write(tmp_path, TINY))
+    with pytest.raises(UserError, match="no results.csv"):
+        run_sweep(tiny, tiny.cells, tmp_path / "out", RunOptions(progress=False), reuse=[tmp_path / "nope"],
+                  dry_run=True)
