@@ -128,11 +128,31 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def model_seconds(batch_size: int, epochs: int, images: int) -> float:
+    """The cost model's wall seconds of one run: ``epochs`` epochs of ``images`` training images."""
+    steps_per_epoch = -(-images // min(batch_size, images))
+    return SECONDS_PER_RUN + epochs * (SECONDS_PER_EPOCH * images / 60000 + SECONDS_PER_STEP * steps_per_epoch)
+
+
 def estimate_seconds(cell: Cell, train_images: int = 60000) -> float:
     c = cell.config
-    n = min(c.train_size or train_images, train_images)
-    steps_per_epoch = -(-n // min(c.batch_size, n))
-    return SECONDS_PER_RUN + c.epochs * (SECONDS_PER_EPOCH * n / 60000 + SECONDS_PER_STEP * steps_per_epoch)
+    return model_seconds(c.batch_size, c.epochs, min(c.train_size or train_images, train_images))
+
+
+def machine_factor(rows: list[dict]) -> float | None:
+    """Measured over modelled wall time of finished local runs (None without any).
+
+    The cost model's constants come from one quiet machine; a slower or busier one
+    (seen here: 2.5x) would make every estimate short, so the finished runs of the
+    results folder calibrate it.
+    """
+    measured = modelled = 0.0
+    for row in rows:
+        if row.get("backend", "local") != "local" or not row.get("wall_seconds"):
+            continue
+        measured += float(row["wall_seconds"])
+        modelled += model_seconds(int(row["batch_size"]), int(row["epochs_run"]), int(row["train_size_used"]))
+    return measured / modelled if modelled else None
 
 
 def result_row(experiment: Experiment, cell: Cell, metrics: dict, commit: str) -> dict:
@@ -213,10 +233,14 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
     reusable = reusable_runs(reuse or [])
     adoptable = [c for c in todo if c.config_hash in reusable]
     todo = [c for c in todo if c.config_hash not in reusable]
+    factor = machine_factor(read_results(output / "results.csv"))
+    calibrated = f" (cost model x{factor:.2f}, from the finished runs)" if factor else ""
+    factor = factor or 1.0
     estimate = sum(estimate_seconds(c) for c in todo)
     reused = f", {len(adoptable)} to reuse" if adoptable else ""
     print(f"{experiment.name}: {len(cells)} runs, {len(done)} done{reused}, {len(todo)} to run, "
-          f"estimated {_duration(estimate)} on 2 cores -> {output}/results.csv", file=sys.stderr)
+          f"estimated {_duration(estimate * factor)} on 2 cores{calibrated} -> {output}/results.csv",
+          file=sys.stderr)
     if dry_run:
         for cell in adoptable:
             source, row = reusable[cell.config_hash]
@@ -224,7 +248,7 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
         for cell in todo:
             print(f"  {cell.run_id:<28} epochs={cell.config.epochs} lr={cell.config.peak_lr():.6g} "
                   f"schedule={cell.config.schedule} "
-                  f"~{estimate_seconds(cell) / 60:.1f} min")
+                  f"~{estimate_seconds(cell) * factor / 60:.1f} min")
         return 0
     for cell in adoptable:
         source, row = reusable[cell.config_hash]

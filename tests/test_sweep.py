@@ -299,3 +299,23 @@ def test_reuse_of_a_folder_without_results_is_an_error(tmp_path):
     with pytest.raises(UserError, match="no results.csv"):
         run_sweep(tiny, tiny.cells, tmp_path / "out", RunOptions(progress=False), reuse=[tmp_path / "nope"],
                   dry_run=True)
+
+
+def test_dry_run_estimate_is_calibrated_by_finished_runs(tmp_path, capsys):
+    from lars_systemml.sweep import machine_factor, model_seconds, run_sweep
+    from lars_systemml.train import RunOptions
+
+    assert machine_factor([]) is None
+    tiny = load_experiment(write(tmp_path, TINY))
+    out = tmp_path / "out"
+    out.mkdir()
+    done = tiny.cells[0]  # sgd-b100-s1: 300 images, 1 epoch
+    row = _finished_row(tiny, done, 0.5)
+    row["wall_seconds"] = 3 * model_seconds(100, 1, 300)  # a machine 3x slower than the model
+    append_result(out / "results.csv", row)
+    assert machine_factor(read_results(out / "results.csv")) == pytest.approx(3.0)
+    run_sweep(tiny, tiny.cells, out, RunOptions(progress=False), dry_run=True)
+    captured = capsys.readouterr()
+    assert "cost model x3.00" in captured.err
+    expected = 3 * model_seconds(150, 1, 300) / 60
+    assert "sgd-b150-s1" in captured.out and f"~{expected:.1f} min" in captured.out
