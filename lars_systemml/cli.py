@@ -64,6 +64,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="micro-batches per global batch, computed in a parfor")
     g.add_argument("--include-biases", action="store_true",
                    help="apply weight decay and the trust ratio to biases too (default: plain momentum)")
+    g.add_argument("--standardize", action="store_true",
+                   help="shift and scale pixels by the training set's mean and standard deviation "
+                        "(default: pixels in [0, 1])")
     g.add_argument("--seed", type=_positive_int, default=d.seed)
     g.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
     g.add_argument("--train-size", type=_positive_int, default=None, help="training subset size (default: all)")

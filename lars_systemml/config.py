@@ -11,7 +11,7 @@ OPTIMIZERS = ("sgd", "lars", "lamb")
 # Fields added after the first release (v0.1). While at their default they are left
 # out of a run's identity (``identity()``, hence the sweep's config hash), so results
 # written by v0.1 still count as finished runs of the same config.
-LATER_FIELDS = ("schedule", "warmup_epochs", "poly_power", "lr_scaling", "base_batch")
+LATER_FIELDS = ("schedule", "warmup_epochs", "poly_power", "lr_scaling", "base_batch", "standardize")
 
 
 @dataclass
@@ -28,6 +28,9 @@ class TrainConfig:
     ``inverse_time`` (default, the paper): peak / (1 + lr_decay*t); ``constant``;
     ``warmup_poly``: linear warmup over ``warmup_epochs`` epochs, then decay with
     exponent ``poly_power`` to just above 0 at the last step (lars_systemml/schedules.py).
+
+    Inputs: pixels in [0, 1]; ``standardize`` shifts and scales them (train and test
+    alike) by the training set's pixel mean and standard deviation.
     """
 
     optimizer: str = "sgd"
@@ -53,6 +56,7 @@ class TrainConfig:
     poly_power: float = 2.0
     lr_scaling: str = "none"
     base_batch: int | None = None
+    standardize: bool = False
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -83,6 +87,8 @@ class TrainConfig:
         keys += ["beta1", "beta2", "eps"] if self.optimizer == "lamb" else ["momentum"]
         if self.optimizer == "lars":
             keys.append("trust_coef")
+        if self.standardize:
+            keys.append("standardize")
         values = {k: getattr(self, k) for k in keys}
         values["peak_lr"] = self.peak_lr()
         return values
@@ -122,6 +128,7 @@ class TrainConfig:
         need(0 <= finite("beta2") < 1, f"beta2 must be in [0, 1), got {self.beta2}")
         need(finite("eps") > 0, f"eps must be > 0, got {self.eps}")
         need(isinstance(self.include_biases, bool), f"include_biases must be true or false, got {self.include_biases!r}")
+        need(isinstance(self.standardize, bool), f"standardize must be true or false, got {self.standardize!r}")
         need(self.dataset in DATASETS, f"unknown dataset '{self.dataset}': choose one of {', '.join(DATASETS)}")
         need(self.subset in SUBSET_METHODS,
              f"unknown subset method '{self.subset}': choose one of {', '.join(SUBSET_METHODS)}")
@@ -151,5 +158,5 @@ class TrainConfig:
             "poly_power": float(self.poly_power), "lr_decay": self.lr_decay, "momentum": self.momentum,
             "weight_decay": self.weight_decay, "trust_coef": self.trust_coef,
             "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-            "include_biases": self.include_biases,
+            "include_biases": self.include_biases, "standardize": self.standardize,
         }

@@ -56,19 +56,31 @@ def git_commit() -> str:
     return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
 
 
-def _defaults_as_written() -> dict:
-    """LATER_FIELDS at their defaults, as csv.DictWriter writes them."""
+def _defaults_as_written(keys: list[str]) -> dict:
+    """These LATER_FIELDS at their defaults, as csv.DictWriter writes them."""
     buffer = io.StringIO()
-    defaults = {k: getattr(TrainConfig(), k) for k in LATER_FIELDS}
+    defaults = {k: getattr(TrainConfig(), k) for k in keys}
     csv.DictWriter(buffer, fieldnames=list(defaults), lineterminator="\n").writerow(defaults)
     return dict(zip(defaults, next(csv.reader(io.StringIO(buffer.getvalue())))))
+
+
+def _older_columns(columns: list[str]) -> list[str] | None:
+    """The LATER_FIELDS that an older version's header lacks, or None if it is not such a header.
+
+    An older header is today's columns, in order, less some LATER_FIELDS (v0.1 wrote
+    none of them); its runs used those settings at their defaults.
+    """
+    missing = [c for c in RESULT_COLUMNS if c not in columns]
+    if not missing or not set(missing) <= set(LATER_FIELDS):
+        return None
+    return missing if [c for c in RESULT_COLUMNS if c in columns] == columns else None
 
 
 def read_results(path: Path) -> list[dict]:
     """Rows of results.csv; a trailing partial line (from a kill mid-write) is ignored.
 
-    A file written by v0.1 (V1_COLUMNS) is read with the later settings at their
-    defaults, which is what those runs used.
+    A file written by an older version (lacking some LATER_FIELDS columns, v0.1 all of
+    them) is read with those settings at their defaults, which is what its runs used.
     """
     if not path.is_file():
         return []
@@ -78,8 +90,9 @@ def read_results(path: Path) -> list[dict]:
     reader = csv.DictReader(io.StringIO(text))
     rows = list(reader)
     columns = reader.fieldnames or []
-    if rows and columns == V1_COLUMNS:
-        defaults = _defaults_as_written()
+    missing = _older_columns(columns)
+    if rows and missing:
+        defaults = _defaults_as_written(missing)
         rows = [{k: {**row, **defaults}[k] for k in RESULT_COLUMNS} for row in rows]
     elif rows and columns != RESULT_COLUMNS:
         raise UserError(f"{path} has other columns than this version writes: use a new --output folder")
@@ -87,10 +100,10 @@ def read_results(path: Path) -> list[dict]:
 
 
 def _upgrade(path: Path) -> None:
-    """Rewrite a v0.1 results.csv with today's columns (atomically), so rows can be appended."""
+    """Rewrite an older version's results.csv with today's columns (atomically), so rows can be appended."""
     with open(path) as f:
         header = next(csv.reader(f), [])
-    if header != V1_COLUMNS:
+    if not _older_columns(header):
         return
     rows = read_results(path)
     buffer = io.StringIO()

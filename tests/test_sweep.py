@@ -319,3 +319,24 @@ def test_dry_run_estimate_is_calibrated_by_finished_runs(tmp_path, capsys):
     assert "cost model x3.00" in captured.err
     expected = 3 * model_seconds(150, 1, 300) / 60
     assert "sgd-b150-s1" in captured.out and f"~{expected:.1f} min" in captured.out
+
+
+def test_results_of_a_version_without_the_newest_fields_are_read_and_upgraded(tmp_path):
+    # v0.2 wrote every column but standardize; its runs used raw [0, 1] pixels
+    tiny = load_experiment(write(tmp_path, TINY))
+    path = tmp_path / "results.csv"
+    older = [c for c in RESULT_COLUMNS if c != "standardize"]
+    row = _finished_row(tiny, tiny.cells[0], 0.5)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=older, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(row)
+    [read] = read_results(path)
+    assert read["standardize"] == "False" and read["config_hash"] == tiny.cells[0].config_hash
+    append_result(path, _finished_row(tiny, tiny.cells[1], 0.6))
+    assert next(csv.reader(open(path))) == RESULT_COLUMNS
+    assert [r["run_id"] for r in read_results(path)] == ["sgd-b100-s1", "sgd-b150-s1"]
+    # a header with an unknown column is still refused
+    path.write_text("config_name,what\ntiny,1\n")
+    with pytest.raises(UserError, match="other columns"):
+        read_results(path)
