@@ -67,6 +67,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--standardize", action="store_true",
                    help="shift and scale pixels by the training set's mean and standard deviation "
                         "(default: pixels in [0, 1])")
+    g.add_argument("--eval-every", type=_positive_int, default=d.eval_every,
+                   help="evaluate the test set after every N-th epoch and the last (default "
+                        "%(default)s: every epoch); saves evaluation time when the curve is not needed")
     g.add_argument("--seed", type=_positive_int, default=d.seed)
     g.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
     g.add_argument("--train-size", type=_positive_int, default=None, help="training subset size (default: all)")

@@ -36,6 +36,9 @@ class RunOptions:
     # SystemDS -config settings, over runtime.tuned_settings() (e.g. {"sysds.native.blas": "none"})
     systemds_config: dict = field(default_factory=dict)
     spark: spark.SparkOptions | None = None  # None: the embedded local SystemDS
+    # -nvargs of dml/train.dml over the ones derived from the config, for A/B measurements
+    # of how the DML runs (e.g. {"parfor_opt": "NONE"}); never what it computes
+    dml_overrides: dict = field(default_factory=dict)
 
 
 def _read_csv_matrix(path: Path, ncols: int) -> np.ndarray:
@@ -109,7 +112,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
                   "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv"),
                   "trace": str(tmp / "trace.csv"),
-                  **(spark.PARFOR if options.spark else LOCAL_PARFOR)}
+                  **(spark.PARFOR if options.spark else LOCAL_PARFOR), **options.dml_overrides}
         script = runtime.dml_dir() / "train.dml"
         if options.spark:
             cmd, env = spark.submit_command(script, nvargs, sds_config, options.spark, tmp, heap=options.heap,

@@ -32,6 +32,7 @@ from lars_systemml.errors import UserError
     ({"lr_scaling": "cube"}, "unknown lr_scaling 'cube'"),
     ({"lr_scaling": "linear"}, "lr_scaling linear needs base_batch"),
     ({"lr_scaling": "sqrt", "base_batch": 0}, "base_batch must be an integer >= 1"),
+    ({"eval_every": 0}, "eval_every must be an integer >= 1"),
 ])
 def test_invalid_settings(change, message):
     with pytest.raises(UserError, match=message):
@@ -49,10 +50,12 @@ def test_cli_schedule_options_reach_the_config():
 
     args = build_parser().parse_args(["train", "--schedule", "warmup_poly", "--warmup-epochs", "2.5",
                                       "--poly-power", "1", "--lr-scaling", "linear", "--base-batch", "256",
-                                      "--batch-size", "1024", "--lr", "0.1"])
+                                      "--batch-size", "1024", "--lr", "0.1", "--eval-every", "5"])
     c = config_from_args(args).validate()
     assert (c.schedule, c.warmup_epochs, c.poly_power, c.lr_scaling, c.base_batch) == \
         ("warmup_poly", 2.5, 1.0, "linear", 256)
+    assert c.eval_every == 5 and c.dml_args()["eval_every"] == 5
+    assert "eval_every" in c.identity() and "eval_every" not in TrainConfig().identity()
     assert c.dml_args()["lr"] == pytest.approx(0.4) and c.dml_args()["warmup_epochs"] == 2.5
     d = config_from_args(build_parser().parse_args(["train"]))
     assert d == TrainConfig()  # no option given: the paper's defaults

@@ -177,3 +177,14 @@ def test_standardized_inputs_change_the_run_and_are_recorded(tmp_path, mnist_dir
     assert std["test_loss"] != raw["test_loss"] and not std["diverged"]
     # the same seeded net learns from either input scale (12 LARS steps on 600 images)
     assert std["history"][-1]["train_loss"] < std["history"][0]["train_loss"]
+
+
+def test_eval_every_skips_test_evaluations_but_not_the_last(tmp_path, mnist_dir):
+    every = run(tmp_path, mnist_dir, "every", optimizer="lars", lr=LARS_LR, epochs=3)
+    sparse = run(tmp_path, mnist_dir, "sparse", optimizer="lars", lr=LARS_LR, epochs=3, eval_every=2)
+    # the training is the same; only epoch 1's test evaluation is skipped (epoch 2: every 2nd, 3: last)
+    assert [h["train_loss"] for h in sparse["history"]] == [h["train_loss"] for h in every["history"]]
+    assert [h["test_accuracy"] is None for h in sparse["history"]] == [True, False, False]
+    assert sparse["history"][1]["test_loss"] == every["history"][1]["test_loss"]
+    assert sparse["test_accuracy"] == every["test_accuracy"] and sparse["train_accuracy"] == every["train_accuracy"]
+    assert sparse["eval_every"] == 2 and not sparse["diverged"]
