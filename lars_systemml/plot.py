@@ -121,6 +121,7 @@ def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
         history = metrics.get("history", [])
         acc_step = np.array([h["steps"] for h in history], dtype=float)
         accuracy = np.array([np.nan if h["test_accuracy"] is None else h["test_accuracy"] for h in history])
+        epoch_step = acc_step
         evaluated = np.isfinite(accuracy)  # epochs skipped by eval_every hold no accuracy
         acc_step, accuracy = acc_step[evaluated], accuracy[evaluated]
         trace = folder / metrics.get("step_trace", "steps.csv")
@@ -128,7 +129,7 @@ def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
             table = np.loadtxt(trace, delimiter=",", skiprows=1, ndmin=2)
             lr_step, lr = (table[:, 0], table[:, 2]) if len(table) else (np.array([]), np.array([]))
         else:
-            lr_step, lr = acc_step, np.array([h["lr"] for h in history], dtype=float)
+            lr_step, lr = epoch_step, np.array([h["lr"] for h in history], dtype=float)
         curves.append({"series": row["series"], "run_id": row["run_id"], "seed": row["seed"],
                        "lr_step": lr_step, "lr": lr, "acc_step": acc_step, "accuracy": accuracy})
     return curves

@@ -91,6 +91,17 @@ def test_curves_of_the_largest_batch(tmp_path):
     assert (tmp_path / "curves_b32000.png").stat().st_size > 10_000
 
 
+def test_curves_skip_epochs_without_a_test_evaluation(tmp_path):
+    # eval_every = 2 over 3 epochs: epoch 1 has no test accuracy (null in metrics.json)
+    append_result(tmp_path / "results.csv", fake_row("lars", 32000, 1, 0.9, 0.9))
+    history = [{"epoch": e, "steps": 2 * e, "lr": 0.5 / e, "test_accuracy": None if e == 1 else 0.5 + 0.1 * e}
+               for e in (1, 2, 3)]
+    write_run(tmp_path, "lars-b32000-s1", history)
+    [curve] = load_curves(load([tmp_path]), 32000)
+    assert curve["acc_step"].tolist() == [4, 6] and curve["accuracy"].tolist() == pytest.approx([0.7, 0.8])
+    assert curve["lr_step"].tolist() == [2, 4, 6]
+
+
 def test_no_histories_no_curves(results):
     assert not any(p.name.startswith("curves") for p in make_report([results]))
 
