@@ -195,10 +195,13 @@ def format_nvargs(nvargs: dict) -> list[str]:
 
 
 def local_command(script: Path, nvargs: dict, config: Path | None = None,
-                  heap: str = "8g", stats: bool = False) -> list[str]:
-    """The argument list that runs ``script`` in the embedded single-node SystemDS."""
+                  heap: str = "8g", stats: bool = False, jvm_flags: Sequence[str] = ()) -> list[str]:
+    """The argument list that runs ``script`` in the embedded single-node SystemDS.
+
+    ``jvm_flags`` come after this project's own (and win over them where they clash).
+    """
     # -Xmx only: a fixed -Xms would reserve the whole heap up front for every JVM.
-    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", "-cp", classpath(),
+    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", *jvm_flags, "-cp", classpath(),
            "org.apache.sysds.api.DMLScript", "-f", str(script), "-exec", "singlenode"]
     if config is not None:
         cmd += ["-config", str(config)]

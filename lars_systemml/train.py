@@ -39,6 +39,7 @@ class RunOptions:
     # -nvargs of dml/train.dml over the ones derived from the config, for A/B measurements
     # of how the DML runs (e.g. {"parfor_opt": "NONE"}); never what it computes
     dml_overrides: dict = field(default_factory=dict)
+    jvm_flags: list = field(default_factory=list)  # extra flags of the local SystemDS JVM
 
 
 def _read_csv_matrix(path: Path, ncols: int) -> np.ndarray:
@@ -119,7 +120,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
                                             stats=options.stats, name=f"lars-systemml {output.name}")
         else:
             cmd, env = runtime.local_command(script, nvargs, sds_config, heap=options.heap,
-                                             stats=options.stats), None
+                                             stats=options.stats, jvm_flags=options.jvm_flags), None
         log_path = output / "systemds.log"
         log_path.unlink(missing_ok=True)
         progress = _EpochProgress(config, options.progress)

@@ -1,0 +1,47 @@
+"""The benchmark scripts' own logic (their timings are not tested)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from lars_systemml import runtime
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_settings_are_parsed_by_kind():
+    variants = load("variants")
+    v = variants.parse_variant(["pgc", "jvm=-XX:+UseParallelGC", "jvm=-Xlog:gc:file=x=y",
+                                "dml.parfor_opt=NONE", "sds.sysds.native.blas=none"])
+    assert v.jvm_flags == ["-XX:+UseParallelGC", "-Xlog:gc:file=x=y"]
+    assert v.dml == {"parfor_opt": "NONE"} and v.systemds == {"sysds.native.blas": "none"}
+    assert variants.parse_variant(["base"]).describe() == "(project defaults)"
+    with pytest.raises(SystemExit, match="not KEY=VALUE"):
+        variants.parse_variant(["bad", "foo"])
+    with pytest.raises(SystemExit, match="unknown key 'java'"):
+        variants.parse_variant(["bad", "java=1"])
+
+
+def test_variant_table_compares_with_the_first():
+    variants = load("variants")
+    a, b = variants.Variant("a"), variants.Variant("b", jvm_flags=["-XX:+UseParallelGC"])
+    for v, loop in ((a, [10.0, 12.0]), (b, [9.0, 9.0])):
+        v.loop, v.first, v.evals, v.wall, v.test_loss = loop, [20.0], [1.0], [60.0], [0.25]
+    rows = variants.table([a, b])
+    assert rows[2].startswith("| a | (project defaults) | 11.00 |")
+    assert "| 9.00 (-18%) |" in rows[3] and rows[3].endswith("| 0.25 |")
+
+
+def test_extra_jvm_flags_follow_the_projects_own(monkeypatch):
+    monkeypatch.setattr(runtime, "classpath", lambda: "cp")
+    cmd = runtime.local_command(Path("x.dml"), {}, heap="2g", jvm_flags=["-XX:+UseParallelGC"])
+    assert cmd.index("-XX:+UseParallelGC") > cmd.index("-Xmx2g") and cmd.index("-XX:+UseParallelGC") < cmd.index("-cp")
