@@ -119,11 +119,10 @@ def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
             continue
         metrics = json.loads(metrics_path.read_text())
         history = metrics.get("history", [])
-        acc_step = np.array([h["steps"] for h in history], dtype=float)
+        epoch_step = np.array([h["steps"] for h in history], dtype=float)
         accuracy = np.array([np.nan if h["test_accuracy"] is None else h["test_accuracy"] for h in history])
-        epoch_step = acc_step
         evaluated = np.isfinite(accuracy)  # epochs skipped by eval_every hold no accuracy
-        acc_step, accuracy = acc_step[evaluated], accuracy[evaluated]
+        acc_step, accuracy = epoch_step[evaluated], accuracy[evaluated]
         trace = folder / metrics.get("step_trace", "steps.csv")
         if trace.is_file() and trace.stat().st_size:
             table = np.loadtxt(trace, delimiter=",", skiprows=1, ndmin=2)
