@@ -4,9 +4,12 @@ arguments and SystemDS settings, interleaved and repeated, in one table.
 Not a test. Every variant trains the same config (LARS, lr 1.0, Table 1 otherwise); the
 table gives per variant the training loop's seconds per epoch (median/min/max over epochs
 2.. of every repetition), the first epoch apart (JIT compilation and heap growth land
-there), the per-epoch test evaluation, the whole run's wall time, and the final test loss,
-which must agree across variants to many digits: a variant may change the speed, not the
-math. Run it on a quiet machine; the table records the load average.
+there), the per-epoch test evaluation, the whole run's wall time, the CPU seconds the
+SystemDS process used (user + system, whole run), and the final test loss, which must agree
+across variants to many digits: a variant may change the speed, not the math. Run it on a
+quiet machine; the table records the load average. Wall times on a shared machine carry the
+other jobs' load; CPU seconds carry much less of it, so a variant that does less work (e.g.
+skips an optimizer pass per step) shows there even when the wall times are too noisy to tell.
 
 A variant is a name followed by settings:
   jvm=FLAG              an extra flag of the SystemDS JVM (repeatable)
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -44,6 +48,7 @@ class Variant:
     first: list[float] = field(default_factory=list)  # s of epoch 1
     evals: list[float] = field(default_factory=list)  # s per test evaluation
     wall: list[float] = field(default_factory=list)   # s per run
+    cpu: list[float] = field(default_factory=list)    # CPU s (user + system) of the SystemDS process per run
     test_loss: list[float] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -70,6 +75,12 @@ def parse_variant(words: list[str]) -> Variant:
     return variant
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children: the JVMs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_variant(args, variant: Variant, workdir: Path) -> None:
     config = TrainConfig(optimizer="lars", lr=1.0, batch_size=args.batch_size, epochs=args.epochs,
                          parallel_batches=args.parallel_batches, train_size=args.train_size,
@@ -77,9 +88,10 @@ def run_variant(args, variant: Variant, workdir: Path) -> None:
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, progress=False,
                          systemds_config=variant.systemds, dml_overrides=variant.dml,
                          jvm_flags=variant.jvm_flags)
-    t0 = time.time()
+    t0, cpu0 = time.time(), children_cpu_seconds()
     m = train(config, workdir / variant.name, options)
     variant.wall.append(time.time() - t0)
+    variant.cpu.append(children_cpu_seconds() - cpu0)
     loops = [h["loop_seconds"] for h in m["history"]]
     variant.first.append(loops[0])
     variant.loop.extend(loops[1:] or loops)
@@ -89,15 +101,18 @@ def run_variant(args, variant: Variant, workdir: Path) -> None:
 
 def table(variants: list[Variant]) -> list[str]:
     lines = ["| variant | settings | loop s/epoch median | min | max | first epoch s | eval s | wall s | "
-             "test loss |", "|---|---|---|---|---|---|---|---|---|"]
+             "CPU s | test loss |", "|---|---|---|---|---|---|---|---|---|---|"]
     base = statistics.median(variants[0].loop)
+    base_cpu = statistics.median(variants[0].cpu)
     for v in variants:
         med = statistics.median(v.loop)
+        cpu = statistics.median(v.cpu)
         change = "" if v is variants[0] else f" ({med / base - 1:+.0%})"
+        cpu_change = "" if v is variants[0] else f" ({cpu / base_cpu - 1:+.0%})"
         losses = sorted(set(f"{x:.12g}" for x in v.test_loss))
         lines.append(f"| {v.name} | {v.describe()} | {med:.2f}{change} | {min(v.loop):.2f} | {max(v.loop):.2f} | "
                      f"{statistics.median(v.first):.2f} | {statistics.median(v.evals):.2f} | "
-                     f"{statistics.median(v.wall):.1f} | {', '.join(losses)} |")
+                     f"{statistics.median(v.wall):.1f} | {cpu:.1f}{cpu_change} | {', '.join(losses)} |")
     return lines
 
 
@@ -136,7 +151,8 @@ def main(argv=None) -> int:
              f"{args.reps} repetitions interleaved, {args.parallel_batches} parallel batches, heap {args.heap}",
              f"- {os.cpu_count()} cores; load average at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}",
              "- loop s/epoch over epochs 2.. of every run (change vs the first variant); first epoch apart; "
-             "eval: one test-set evaluation; test loss: the final one of each repetition (must agree)", ""]
+             "eval: one test-set evaluation; CPU s: user + system seconds of the SystemDS process, whole run "
+             "(median; change vs the first variant); test loss: the final one of each repetition (must agree)", ""]
     lines += table(variants)
     text = "\n".join(lines) + "\n"
     print(text)

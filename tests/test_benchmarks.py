@@ -36,9 +36,18 @@ def test_variant_table_compares_with_the_first():
     a, b = variants.Variant("a"), variants.Variant("b", jvm_flags=["-XX:+UseParallelGC"])
     for v, loop in ((a, [10.0, 12.0]), (b, [9.0, 9.0])):
         v.loop, v.first, v.evals, v.wall, v.test_loss = loop, [20.0], [1.0], [60.0], [0.25]
+    a.cpu, b.cpu = [100.0, 120.0], [80.0, 88.0]
     rows = variants.table([a, b])
-    assert rows[2].startswith("| a | (project defaults) | 11.00 |")
-    assert "| 9.00 (-18%) |" in rows[3] and rows[3].endswith("| 0.25 |")
+    assert rows[2].startswith("| a | (project defaults) | 11.00 |") and "| 110.0 |" in rows[2]
+    assert "| 9.00 (-18%) |" in rows[3] and "| 84.0 (-24%) |" in rows[3] and rows[3].endswith("| 0.25 |")
+
+
+def test_cpu_seconds_count_finished_children():
+    import subprocess
+    variants = load("variants")
+    before = variants.children_cpu_seconds()
+    subprocess.run([sys.executable, "-c", "x = 0\nfor i in range(3_000_000): x += i"], check=True)
+    assert variants.children_cpu_seconds() - before > 0.05
 
 
 def test_extra_jvm_flags_follow_the_projects_own(monkeypatch):
