@@ -8,11 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results="${RESULTS:-results}"
-# tuned.toml's lamb-b32000-s1 is the LR search's lamb lr 0.05 run: adopted, not run again.
+# tuned.toml's seed-1 runs at batch 32000 are the decay-power search's runs of the chosen
+# powers: adopted from those folders, not run again.
 for config in tuned tuned_fashion; do
   mkdir -p "$results/$config"
   reuse=()
-  [ "$config" = tuned ] && reuse=(--reuse "$results/tuned_lr_full")
+  [ "$config" = tuned ] && reuse=(--reuse "$results/tuned_lars_b32000" "$results/tuned_lamb_b32000")
   python -m lars_systemml sweep --config "experiments/$config.toml" --output "$results/$config" \
     "${reuse[@]}" --no-progress "$@" >> "$results/$config/sweep.log" 2>&1
 done
