@@ -34,7 +34,7 @@ RESULT_COLUMNS = (
 # A simple cost model for --dry-run before any cell has finished: seconds per epoch of 60k
 # images (training loop ~10 s + test evaluation ~0.8 s) plus per optimizer step, plus per run
 # (JVM start, data read, compilation, final evaluation). Measured on a quiet 2-core machine
-# (results/bench/epoch_time.md: 9.3-10.9 s/epoch at batch >= 4096, 19.5 s at 64 = 938 steps;
+# (results/bench/epoch_time_epyc.md: 9.3-10.9 s/epoch at batch >= 4096, 19.5 s at 64 = 938 steps;
 # outside the loop 7.5-8.7 s); check against finished runs with benchmarks/sweep_time.py.
 SECONDS_PER_EPOCH = 11.0
 SECONDS_PER_STEP = 0.01
