@@ -74,9 +74,15 @@ class TrainConfig:
         return asdict(self)
 
     def identity(self) -> dict:
-        """The settings that define the run: ``as_dict()`` less LATER_FIELDS at their default."""
+        """The settings that define the run: ``as_dict()`` less LATER_FIELDS at their default.
+
+        LR scaling enters as its result: ``lr`` is the peak lr the run uses and
+        ``lr_scaling``/``base_batch`` are left out, so a scaled cell whose peak equals
+        an unscaled run's lr (e.g. the base batch itself) is the same run, same hash.
+        """
         defaults = TrainConfig()
-        return {k: v for k, v in self.as_dict().items()
+        values = {**self.as_dict(), "lr": self.peak_lr(), "lr_scaling": "none", "base_batch": None}
+        return {k: v for k, v in values.items()
                 if k not in LATER_FIELDS or v != getattr(defaults, k)}
 
     def peak_lr(self) -> float:

@@ -197,6 +197,22 @@ def test_config_hash_of_default_runs_is_unchanged_since_v01():
     assert Cell("x", TrainConfig(schedule="constant")).config_hash != "d5fc07170195"
 
 
+def test_config_hash_sees_the_scaled_lr_not_the_rule():
+    # a scaled cell at its base batch is the unscaled run: reused, not run again
+    from lars_systemml.config import TrainConfig
+    from lars_systemml.experiment import Cell
+
+    def cell(**kw):
+        return Cell("x", TrainConfig(optimizer="lamb", schedule="warmup_poly", **kw))
+
+    assert cell(batch_size=32000, lr=0.05, lr_scaling="sqrt", base_batch=32000).config_hash == \
+        cell(batch_size=32000, lr=0.05).config_hash
+    scaled = cell(batch_size=8000, lr=0.05, lr_scaling="sqrt", base_batch=32000)
+    assert scaled.config_hash != cell(batch_size=8000, lr=0.05).config_hash
+    assert scaled.config_hash == cell(batch_size=8000, lr=0.025).config_hash
+    assert scaled.config_hash != cell(batch_size=8000, lr=0.05, lr_scaling="sqrt", base_batch=16000).config_hash
+
+
 def test_v01_results_are_read_and_upgraded_on_append(tmp_path):
     from lars_systemml.config import TrainConfig
     from lars_systemml.sweep import V1_COLUMNS
