@@ -244,11 +244,15 @@ def test_tuned_configs_are_one_recipe():
         configs = [c.config for c in e.cells]
         assert len({c.epochs for c in configs}) == 1 and configs[0].epochs <= 30  # one budget
         assert all(c.schedule == "warmup_poly" and c.warmup_epochs > 0 for c in configs)
-        # one searched lr per optimizer for every batch size (the measured scaling rule is "none")
-        # and one searched decay power per optimizer
+        # one searched lr and lr rule per optimizer for every batch size (measured: "none" for
+        # SGD and LARS, sqrt from 32000 for LAMB) and one searched decay power per optimizer
         for opt in e.optimizers:
-            assert len({c.peak_lr() for c in configs if c.optimizer == opt}) == 1
-            assert len({c.poly_power for c in configs if c.optimizer == opt}) == 1
+            mine = [c for c in configs if c.optimizer == opt]
+            assert len({(c.lr, c.lr_scaling, c.base_batch, c.poly_power) for c in mine}) == 1
+            rule = "sqrt" if opt == "lamb" else "none"
+            assert {c.lr_scaling for c in mine} == {rule}
+            peaks = {c.batch_size: c.peak_lr() for c in mine}
+            assert peaks[32000] == mine[0].lr and (rule == "none") == (len(set(peaks.values())) == 1)
         assert {c.dataset for c in configs} == {"mnist" if e is tuned else "fashion-mnist"}
         assert all(c.train_size is None and c.test_size is None for c in configs)  # full data
     # 3 seeds where the targets are (LARS, LAMB at 8192, 16384, 32000), 1 elsewhere
