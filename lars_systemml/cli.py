@@ -82,6 +82,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()})
 
 
+def record_command(output, argv: list[str]) -> None:
+    """Append the command line (``lars-systemml`` + argv) to ``output/commands.txt``.
+
+    Results folders say how they were made; the command is the one `main` got, not the
+    interpreter's, so that a programmatic ``main([...])`` is recorded as itself.
+    """
+    import shlex
+    from pathlib import Path
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "commands.txt", "a") as f:
+        f.write(shlex.join(["lars-systemml", *argv]) + "\n")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import RunOptions, train
 
@@ -100,7 +115,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import shlex
     import shutil
     from pathlib import Path
 
@@ -119,8 +133,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.dry_run:
         output.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.config, output / "config.toml")
-        with open(output / "commands.txt", "a") as f:
-            f.write(shlex.join(["lars-systemml", *sys.argv[1:]]) + "\n")
+        record_command(output, args.argv)
     failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run,
                          reuse=[Path(p) for p in args.reuse or []])
     if not args.dry_run and (output / "results.csv").is_file():
@@ -145,6 +158,7 @@ def cmd_max_batch(args: argparse.Namespace) -> int:
     output = Path(args.output or f"results/{experiment.name}")
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
                          progress=not args.no_progress, stats=args.stats)
+    record_command(output, args.argv)
     result = find_max_batch(experiment, args.optimizer, args.target, output, options)
     print(report(result))
     print(f"evidence: {write_json(result, output)}, runs in {output / 'results.csv'}")
@@ -220,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except UserError as exc:

@@ -1,6 +1,7 @@
 """The max-batch finder: the log2 grid, bisection with a fake trainer, reuse of
 results.csv rows written by the sweep, and the CLI."""
 import json
+import shlex
 
 import pytest
 
@@ -145,11 +146,14 @@ def test_cli_prints_answer_and_evidence(tmp_path, monkeypatch, capsys):
     fake = FakeTrainer(steps_down(2048))
     monkeypatch.setattr("lars_systemml.train.train", fake)
     out = tmp_path / "out"
-    assert main(["max-batch", "--optimizer", "sgd", "--target", "0.95", "--config", str(config),
-                 "--output", str(out), "--no-progress"]) == 0
+    argv = ["max-batch", "--optimizer", "sgd", "--target", "0.95", "--config", str(config),
+            "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "answer: 2048; the next grid size 4096 fails" in text
     assert "batch  32000: mean test accuracy 89.50% < target (seeds: 0.8950; 1 new)" in text
     saved = json.loads((out / "max_batch-sgd-0.95.json").read_text())
     assert saved["answer"] == 2048 and saved["grid"] == [1024, 2048, 4096, 8192, 16384, 32000]
     assert [t["batch_size"] for t in saved["trials"]] == [b for _, b, _ in fake.calls]
+    # the evidence says how it was made, like a sweep's folder
+    assert (out / "commands.txt").read_text().splitlines() == [shlex.join(["lars-systemml", *argv])]

@@ -1,6 +1,7 @@
 """Experiment configs, the resumable sweep, and the quick config end to end."""
 import csv
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -128,8 +129,9 @@ def test_quick_config_end_to_end(tmp_path, mnist_dir, capsys):
     text = text.replace("epochs = 3", "epochs = 1")
     config = write(tmp_path, text, "quick.toml")
     out = tmp_path / "quick"
-    assert main(["sweep", "--config", str(config), "--output", str(out), "--data-dir", str(mnist_dir),
-                 "--no-progress", "--heap", "2g"]) == 0
+    argv = ["sweep", "--config", str(config), "--output", str(out), "--data-dir", str(mnist_dir),
+            "--no-progress", "--heap", "2g"]
+    assert main(argv) == 0
     rows = _rows(out / "results.csv")
     assert len(rows) == 6 and {r["optimizer"] for r in rows} == {"sgd", "lars"}
     for row in rows:
@@ -138,6 +140,7 @@ def test_quick_config_end_to_end(tmp_path, mnist_dir, capsys):
     for name in ("test_accuracy.png", "train_accuracy.svg", "generalization_error.png", "summary.md",
                  "config.toml", "commands.txt", "curves_b2048.png"):
         assert (out / name).is_file(), name
+    assert (out / "commands.txt").read_text() == shlex.join(["lars-systemml", *argv]) + "\n"
     # max-batch on the same folder reuses the sweep's real rows: grid ends 64 and 2048 are in it
     from lars_systemml.maxbatch import find_max_batch
 
