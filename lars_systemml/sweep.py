@@ -168,6 +168,24 @@ def machine_factor(rows: list[dict]) -> float | None:
     return measured / modelled if modelled else None
 
 
+def calibration(output: Path) -> tuple[float, str]:
+    """The cost model's factor for this machine and where it comes from, as (factor, note).
+
+    From the output folder's finished runs; a new folder borrows those of its sibling
+    results folders (``output/../*/results.csv``), since the factor is the machine's, not
+    the config's. (1.0, "") when nothing has finished anywhere near.
+    """
+    factor = machine_factor(read_results(output / "results.csv"))
+    if factor:
+        return factor, f" (cost model x{factor:.2f}, from the finished runs)"
+    siblings = [p for p in sorted(output.parent.glob("*/results.csv")) if p.parent != output]
+    rows = [row for path in siblings for row in read_results(path)]
+    factor = machine_factor(rows)
+    if factor:
+        return factor, f" (cost model x{factor:.2f}, from {len(rows)} finished runs in {output.parent}/)"
+    return 1.0, ""
+
+
 def result_row(experiment: Experiment, cell: Cell, metrics: dict, commit: str) -> dict:
     row = {"config_name": experiment.name, "run_id": cell.run_id, "config_hash": cell.config_hash,
            **cell.config.as_dict()}
@@ -239,16 +257,15 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
 
     from .train import train
 
-    output.mkdir(parents=True, exist_ok=True)
+    if not dry_run:  # a plan writes nothing
+        output.mkdir(parents=True, exist_ok=True)
     done, todo = plan(experiment, cells, output)
     if largest_first:  # the large-batch cells are the cheap and the telling ones
         todo.sort(key=lambda c: (-c.config.batch_size, c.config.optimizer, c.config.seed))
     reusable = reusable_runs(reuse or [])
     adoptable = [c for c in todo if c.config_hash in reusable]
     todo = [c for c in todo if c.config_hash not in reusable]
-    factor = machine_factor(read_results(output / "results.csv"))
-    calibrated = f" (cost model x{factor:.2f}, from the finished runs)" if factor else ""
-    factor = factor or 1.0
+    factor, calibrated = calibration(output)
     estimate = sum(estimate_seconds(c) for c in todo)
     reused = f", {len(adoptable)} to reuse" if adoptable else ""
     print(f"{experiment.name}: {len(cells)} runs, {len(done)} done{reused}, {len(todo)} to run, "

@@ -346,6 +346,24 @@ def test_dry_run_estimate_is_calibrated_by_finished_runs(tmp_path, capsys):
     assert "sgd-b150-s1" in captured.out and f"~{expected:.1f} min" in captured.out
 
 
+def test_a_new_results_folder_borrows_the_calibration_of_its_siblings(tmp_path, capsys):
+    from lars_systemml.sweep import model_seconds, run_sweep
+    from lars_systemml.train import RunOptions
+
+    tiny = load_experiment(write(tmp_path, TINY))
+    results = tmp_path / "results"
+    (results / "older").mkdir(parents=True)
+    row = _finished_row(tiny, tiny.cells[0], 0.5)
+    row["wall_seconds"] = 2 * model_seconds(100, 1, 300)  # a machine 2x slower than the model
+    append_result(results / "older" / "results.csv", row)
+    run_sweep(tiny, tiny.cells, results / "new", RunOptions(progress=False), dry_run=True)
+    assert f"cost model x2.00, from 1 finished runs in {results}/" in capsys.readouterr().err
+    # nothing finished anywhere near: the bare model, said as such
+    run_sweep(tiny, tiny.cells, tmp_path / "alone" / "new", RunOptions(progress=False), dry_run=True)
+    assert "cost model x" not in capsys.readouterr().err
+    assert not (results / "new").exists() and not (tmp_path / "alone").exists()  # a dry run writes nothing
+
+
 def test_results_of_a_version_without_the_newest_fields_are_read_and_upgraded(tmp_path):
     # v0.2 wrote every column but standardize; its runs used raw [0, 1] pixels
     tiny = load_experiment(write(tmp_path, TINY))
