@@ -152,6 +152,11 @@ def estimate_seconds(cell: Cell, train_images: int = 60000) -> float:
     return model_seconds(c.batch_size, c.epochs, min(c.train_size or train_images, train_images))
 
 
+def timed_local_runs(rows: list[dict]) -> list[dict]:
+    """The rows that can calibrate the cost model: local runs with a measured wall time."""
+    return [r for r in rows if r.get("backend", "local") == "local" and r.get("wall_seconds")]
+
+
 def machine_factor(rows: list[dict]) -> float | None:
     """Measured over modelled wall time of finished local runs (None without any).
 
@@ -160,9 +165,7 @@ def machine_factor(rows: list[dict]) -> float | None:
     results folder calibrate it.
     """
     measured = modelled = 0.0
-    for row in rows:
-        if row.get("backend", "local") != "local" or not row.get("wall_seconds"):
-            continue
+    for row in timed_local_runs(rows):
         measured += float(row["wall_seconds"])
         modelled += model_seconds(int(row["batch_size"]), int(row["epochs_run"]), int(row["train_size_used"]))
     return measured / modelled if modelled else None
@@ -179,7 +182,7 @@ def calibration(output: Path) -> tuple[float, str]:
     if factor:
         return factor, f" (cost model x{factor:.2f}, from the finished runs)"
     siblings = [p for p in sorted(output.parent.glob("*/results.csv")) if p.parent != output]
-    rows = [row for path in siblings for row in read_results(path)]
+    rows = timed_local_runs([row for path in siblings for row in read_results(path)])
     factor = machine_factor(rows)
     if factor:
         return factor, f" (cost model x{factor:.2f}, from {len(rows)} finished runs in {output.parent}/)"

@@ -356,6 +356,8 @@ def test_a_new_results_folder_borrows_the_calibration_of_its_siblings(tmp_path, 
     row = _finished_row(tiny, tiny.cells[0], 0.5)
     row["wall_seconds"] = 2 * model_seconds(100, 1, 300)  # a machine 2x slower than the model
     append_result(results / "older" / "results.csv", row)
+    on_spark = {**_finished_row(tiny, tiny.cells[1], 0.5), "backend": "spark"}  # not this machine's time
+    append_result(results / "older" / "results.csv", on_spark)
     run_sweep(tiny, tiny.cells, results / "new", RunOptions(progress=False), dry_run=True)
     assert f"cost model x2.00, from 1 finished runs in {results}/" in capsys.readouterr().err
     # nothing finished anywhere near: the bare model, said as such
