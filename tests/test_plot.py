@@ -119,3 +119,14 @@ def test_grid_runs_are_separate_series(tmp_path):
     assert "| run | b250 test | b2500 test |" in text
     # rows in numeric order of the grid value
     assert "| lars-lr0.1 | 90.00 | 80.00 |\n| lars-lr1.0 | 50.00 | 40.00 |\n| lars-lr10.0 | 20.00 | 10.00 |" in text
+
+
+def test_no_paper_verdicts_for_another_dataset(tmp_path):
+    # the paper's claims are about MNIST; a Fashion-MNIST table has no paper columns
+    row = fake_row("lars", 1024, 1, 0.90, 0.97)
+    row["dataset"] = "fashion-mnist"
+    append_result(tmp_path / "results.csv", row)
+    make_report([tmp_path])
+    text = (tmp_path / "summary.md").read_text()
+    assert "| 1024 | 10 | 90.00 | 97.00 | +7.00 | 1 |\n" in text
+    assert "vs paper |" not in text and "~99% both" not in text
