@@ -40,6 +40,7 @@ def test_figures_and_summary_are_written(results):
     text = (results / "summary.md").read_text()
     # sgd at 512: test 0.96 and 0.97 (mean 96.50, sd 0.71), train 0.97, gen +1 and 0 points (mean +0.50)
     assert "| 512 | 10 | 96.50 ± 0.71 | 97.00 | +0.50 | 2 | 98.50 ± 0.71 | 99.00 | +0.50 | 2 | ~99% both | sgd differ, lars agree |" in text
+    assert "what the paper reports" in text
     # at 28000: sgd 0.465 (not < 40%), lars 0.485 (not > 55%)
     assert "| 28000 | 10 | 46.50 ± 0.71 | 47.00 | +0.50 | 2 | 48.50 ± 0.71 | 49.00 | +0.50 | 2 | LARS >55%, SGD <40% | sgd differ, lars differ |" in text
     assert "(diverged)" in text
@@ -130,3 +131,4 @@ def test_no_paper_verdicts_for_another_dataset(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "| 1024 | 10 | 90.00 | 97.00 | +7.00 | 1 |\n" in text
     assert "vs paper |" not in text and "~99% both" not in text
+    assert "what the paper reports" not in text
