@@ -23,7 +23,8 @@ from typing import Callable
 
 from .errors import UserError
 from .experiment import Experiment
-from .sweep import append_result, git_commit, read_results, result_row
+from .results import append_result, git_commit, read_results
+from .sweep import result_row
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .config import OPTIMIZERS
 from .errors import UserError
-from .sweep import read_results
+from .results import read_results
 
 METRICS = {
     "test_accuracy": "Test accuracy",

@@ -9,7 +9,8 @@ from lars_systemml.cli import main
 from lars_systemml.errors import UserError
 from lars_systemml.experiment import load_experiment
 from lars_systemml.maxbatch import batch_grid, find_max_batch, report
-from lars_systemml.sweep import append_result, read_results, result_row
+from lars_systemml.results import append_result, read_results
+from lars_systemml.sweep import result_row
 
 CONFIG = """
 name = "mb"

@@ -6,7 +6,7 @@ import pytest
 
 from lars_systemml.config import TrainConfig
 from lars_systemml.plot import load, load_curves, make_report, paper_claim
-from lars_systemml.sweep import RESULT_COLUMNS, append_result
+from lars_systemml.results import RESULT_COLUMNS, append_result
 
 
 def fake_row(optimizer, batch, seed, test, train, diverged=False):

@@ -13,7 +13,7 @@ import pytest
 from lars_systemml.cli import main
 from lars_systemml.errors import UserError
 from lars_systemml.experiment import load_experiment
-from lars_systemml.sweep import RESULT_COLUMNS, append_result, read_results
+from lars_systemml.results import RESULT_COLUMNS, append_result, read_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,7 +218,7 @@ def test_config_hash_sees_the_scaled_lr_not_the_rule():
 
 def test_v01_results_are_read_and_upgraded_on_append(tmp_path):
     from lars_systemml.config import TrainConfig
-    from lars_systemml.sweep import V1_COLUMNS
+    from lars_systemml.results import V1_COLUMNS
 
     path = tmp_path / "results.csv"
     old = {**TrainConfig().as_dict(), "run_id": "a", "config_hash": "h", "test_accuracy": 0.9}
