@@ -1,4 +1,4 @@
-"""The ``lars-systemml`` command line: train, sweep, plot, max-batch."""
+"""The ``lars-systemml`` command line: train, evaluate, predict, export, sweep, plot, max-batch."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 from . import spark
 from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
+from .models import MODELS
 from .schedules import LR_SCALING, SCHEDULES
 
 DEFAULTS = TrainConfig()
@@ -38,6 +39,12 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 def add_train_options(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     g = p.add_argument_group("run (defaults: the paper's Table 1)")
+    g.add_argument("--model", choices=list(MODELS), default=d.model,
+                   help="the network (default %(default)s); see docs/engine.md to add one")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option, repeatable: " + "; ".join(
+                       f"{s.name}: " + ", ".join(f"{k}={v}" for k, v in s.options.items())
+                       for s in MODELS.values() if s.options))
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="global batch size (images)")
     g.add_argument("--epochs", type=_positive_int, default=d.epochs)
@@ -71,7 +78,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="evaluate the test set after every N-th epoch and the last (default "
                         "%(default)s: every epoch); saves evaluation time when the curve is not needed")
     g.add_argument("--seed", type=_positive_int, default=d.seed)
-    g.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
+    g.add_argument("--dataset", default=d.dataset,
+                   help="mnist (default), fashion-mnist, or a folder with train_x.npy, train_y.npy, "
+                        "test_x.npy, test_y.npy and dataset.json (see README: Data)")
     g.add_argument("--train-size", type=_positive_int, default=None, help="training subset size (default: all)")
     g.add_argument("--test-size", type=_positive_int, default=None, help="test subset size (default: all)")
     g.add_argument("--subset", default=d.subset, choices=["stratified", "first"],
@@ -79,7 +88,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()})
+    values = {k: getattr(args, k) for k in TrainConfig.field_names() if k != "model_options"}
+    return TrainConfig(**values, model_options=",".join(args.model_option))
 
 
 def record_command(output, argv: list[str]) -> None:
@@ -104,13 +114,70 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = args.output or f"runs/{config.optimizer}-b{config.batch_size}-s{config.seed}"
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
                          progress=not args.no_progress, stats=args.stats,
-                         spark=spark.options_from_args(args))
+                         spark=spark.options_from_args(args), checkpoint_every=args.checkpoint_every,
+                         resume=args.resume)
     m = train(config, output, options)
     status = "DIVERGED" if m["diverged"] else "ok"
     print(f"{config.optimizer} batch={config.batch_size} epochs={m['epochs_run']} steps={m['steps']}: "
           f"train_acc={m['train_accuracy']:.4f} test_acc={m['test_accuracy']:.4f} "
           f"gen_error={m['generalization_error']:+.4f} [{status}] "
           f"{m['wall_seconds']:.1f}s ({m['train_seconds'] / max(1, m['epochs_run']):.1f}s/epoch) -> {output}/metrics.json")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from . import data, saved_model
+
+    model = saved_model.load(args.model_dir)
+    trained = model.info["dataset"]
+    dataset = args.dataset or trained["dataset"]
+    same_data = dataset == trained["dataset"]
+    test_size = args.test_size or (trained["test_size"] if same_data else None)
+    data_dir = args.data_dir or (trained["source"] if same_data else None)
+    # the training split is prepared too (it is cached), sized as little as possible
+    prepared = data.prepare(dataset, data_dir, trained["train_size"] if same_data else None, test_size,
+                            trained["subset"] if same_data else "stratified")
+    result = {**saved_model.evaluate(model, prepared, heap=args.heap), "dataset": dataset,
+              "data_dir": prepared.source, "test_size": prepared.test_size, "model_dir": str(model.folder)}
+    out = Path(args.output) if args.output else model.folder.parent / "evaluation.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{model.info['model']} on {dataset} ({prepared.test_size} test images): "
+          f"test_acc={result['test_accuracy']:.4f} test_loss={result['test_loss']:.4f} -> {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import datasets, saved_model
+
+    model = saved_model.load(args.model_dir)
+    images = datasets.read_images(args.input, model.shape)
+    probs = saved_model.predict(model, images, heap=args.heap)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = ",".join([f"prob_{k}" for k in range(probs.shape[1])] + ["predicted"])
+    table = np.column_stack([probs, probs.argmax(axis=1)])
+    np.savetxt(out, table, delimiter=",", header=header, comments="",
+               fmt=["%.17g"] * probs.shape[1] + ["%d"])
+    print(f"{len(probs)} predictions -> {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import saved_model
+
+    model = saved_model.load(args.model_dir)
+    out = Path(args.output) if args.output else model.folder / "weights.npz"
+    saved_model.export_npz(model, out)
+    print(out)
     return 0
 
 
@@ -165,6 +232,41 @@ def cmd_max_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from .train import RunOptions
+    from .tune import load_protocol, run_protocol
+    from .tune_report import write_report
+
+    protocol = load_protocol(args.config)
+    output = Path(args.output or f"results/{protocol.name}")
+    if args.report:
+        for path in write_report(protocol, output):
+            print(path)
+        return 0
+    options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
+                         progress=not args.no_progress, stats=args.stats)
+    if not args.dry_run:
+        output.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.config, output / "config.toml")
+        record_command(output, args.argv)
+
+    def report() -> None:  # after every cell, so the summary follows a long protocol
+        if (output / "results.csv").is_file():
+            write_report(protocol, output)
+
+    failures = run_protocol(protocol, output, options, dry_run=args.dry_run,
+                            reuse=[Path(p) for p in args.reuse or []], after_cell=report)
+    if not args.dry_run:
+        print(f"summary: {output / 'summary.md'}")
+    if failures:
+        raise UserError(f"{failures} cell(s) stopped at a failed run (see the FAILED lines above); "
+                        f"finished runs are kept, rerun the same command to retry them")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -186,8 +288,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     add_runtime_options(p)
     spark.add_options(p)
-    p.add_argument("--output", help="output folder (default runs/<optimizer>-b<B>-s<seed>)")
+    p.add_argument("--output", help="output folder (default runs/<optimizer>-b<B>-s<seed>): metrics.json, "
+                   "steps.csv, the trained model in model/")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
+                   help="write a checkpoint after every N-th epoch (default %(default)s), for --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command from its last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test loss and accuracy of a trained model (by default on the "
+                       "test set its run used)")
+    p.add_argument("--model-dir", required=True, help="the output folder of `train` (or its model/ folder)")
+    p.add_argument("--dataset", help="evaluate on another data set of the same shape (a name or a folder)")
+    p.add_argument("--test-size", type=_positive_int, help="test subset size (default: the run's)")
+    p.add_argument("--output", help="where to write the result (default DIR/evaluation.json)")
+    add_data_options(p)
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="class probabilities and predicted classes of a trained model for new images")
+    p.add_argument("--model-dir", required=True, help="the output folder of `train` (or its model/ folder)")
+    p.add_argument("--input", required=True, help="images as .npy: (N, C*H*W), (N, C, H, W) or (N, H, W); "
+                   "uint8 pixels are scaled to [0, 1]")
+    p.add_argument("--output", required=True, help="CSV to write: prob_0..prob_K-1, predicted")
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="the trained weights as named arrays, to load elsewhere")
+    p.add_argument("--model-dir", required=True, help="the output folder of `train` (or its model/ folder)")
+    p.add_argument("--format", choices=["npz"], default="npz", help="file format (default %(default)s)")
+    p.add_argument("--output", help="file to write (default DIR/model/weights.npz)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="run every (optimizer, batch size, seed) of an experiment config, resumably")
     p.add_argument("--config", required=True, help="experiment TOML, e.g. experiments/paper.toml")
@@ -213,6 +344,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_max_batch)
+
+    p = sub.add_parser("tune", help="an equal-budget tuning protocol: the same seeded random search, "
+                       "successive halving and 3-seed finals for every (optimizer, batch size), resumably")
+    p.add_argument("--config", required=True, help="protocol TOML with a [search] table, e.g. experiments/fair.toml")
+    p.add_argument("--output", help="results folder (default results/<config name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the trials, the plan and the estimated time, "
+                   "run nothing")
+    p.add_argument("--reuse", nargs="+", metavar="DIR",
+                   help="other results folders: a run there with the identical configuration (config hash) "
+                        "is copied in instead of trained again")
+    p.add_argument("--report", action="store_true",
+                   help="only (re)write summary.md and the best-so-far figures from results.csv")
+    add_data_options(p)
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("plot", help="figures (PNG, SVG) and summary.md from results.csv")
     p.add_argument("--input", nargs="+", required=True,

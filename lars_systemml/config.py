@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass, fields
 from .errors import UserError
 from .schedules import LR_SCALING, SCHEDULES, scaled_lr
 
-OPTIMIZERS = ("sgd", "lars", "lamb")
+OPTIMIZERS = ("sgd", "nesterov", "adamw", "lars", "lamb")
+# Optimizers whose state is Adam's moments (beta1, beta2, eps); the others use momentum.
+ADAM_FAMILY = ("adamw", "lamb")
 # Fields added after the first release (v0.1). While at their default they are left
 # out of a run's identity (``identity()``, hence the sweep's config hash), so results
 # written by v0.1 still count as finished runs of the same config.
 LATER_FIELDS = ("schedule", "warmup_epochs", "poly_power", "lr_scaling", "base_batch", "standardize",
-                "eval_every")
+                "eval_every", "model", "model_options")
 
 
 @dataclass
@@ -32,6 +34,10 @@ class TrainConfig:
 
     Inputs: pixels in [0, 1]; ``standardize`` shifts and scales them (train and test
     alike) by the training set's pixel mean and standard deviation.
+
+    Model: ``model`` names a registered model (lars_systemml/models.py), ``model_options``
+    its options as ``"key=value,..."`` (validate() keeps only those that differ from the
+    defaults, sorted, so that equal models have equal identities).
 
     Evaluation: the test set is evaluated after every ``eval_every``-th epoch and
     after the last one (the final metrics always come from full evaluations); the
@@ -65,6 +71,8 @@ class TrainConfig:
     base_batch: int | None = None
     standardize: bool = False
     eval_every: int = 1
+    model: str = "lenet5"
+    model_options: str = ""
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -98,7 +106,7 @@ class TrainConfig:
         keys += {"inverse_time": ["lr_decay"], "constant": [],
                  "warmup_poly": ["warmup_epochs", "poly_power"]}.get(self.schedule, [])
         keys += ["weight_decay", "include_biases"]
-        keys += ["beta1", "beta2", "eps"] if self.optimizer == "lamb" else ["momentum"]
+        keys += ["beta1", "beta2", "eps"] if self.optimizer in ADAM_FAMILY else ["momentum"]
         if self.optimizer == "lars":
             keys.append("trust_coef")
         if self.standardize:
@@ -109,7 +117,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line UserError for the first impossible setting; return self."""
-        from .data import DATASETS, SUBSET_METHODS
+        from .data import SUBSET_METHODS
+        from .datasets import validate_choice as validate_dataset
 
         def need(ok: bool, message: str) -> None:
             if not ok:
@@ -126,6 +135,8 @@ class TrainConfig:
             need(isinstance(value, int) and not isinstance(value, bool) and value >= low,
                  f"{name} must be an integer >= {low}, got {value!r}")
             return value
+
+        from .models import get as get_model
 
         need(self.optimizer in OPTIMIZERS,
              f"unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
@@ -144,7 +155,7 @@ class TrainConfig:
         need(finite("eps") > 0, f"eps must be > 0, got {self.eps}")
         need(isinstance(self.include_biases, bool), f"include_biases must be true or false, got {self.include_biases!r}")
         need(isinstance(self.standardize, bool), f"standardize must be true or false, got {self.standardize!r}")
-        need(self.dataset in DATASETS, f"unknown dataset '{self.dataset}': choose one of {', '.join(DATASETS)}")
+        validate_dataset(self.dataset)
         need(self.subset in SUBSET_METHODS,
              f"unknown subset method '{self.subset}': choose one of {', '.join(SUBSET_METHODS)}")
         for name in ("train_size", "test_size"):
@@ -162,6 +173,9 @@ class TrainConfig:
         if self.base_batch is not None or self.lr_scaling != "none":
             need(self.base_batch is not None, f"lr_scaling {self.lr_scaling} needs base_batch (the batch size lr is given for)")
             integer("base_batch", 1)
+        need(isinstance(self.model, str) and isinstance(self.model_options, str),
+             f"model and model_options must be strings, got {self.model!r}, {self.model_options!r}")
+        self.model_options = get_model(self.model).canonical_options(self.model_options)
         return self
 
     def dml_args(self) -> dict:

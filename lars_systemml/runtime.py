@@ -20,6 +20,8 @@ JAVA_ENV = "LARS_SYSTEMML_JAVA"
 OPENBLAS_ENV = "LARS_SYSTEMML_OPENBLAS"
 JVM_FLAGS = ["--add-modules=jdk.incubator.vector"]
 ERROR_MARKER = "An Error Occurred :"
+REJECTED_MARKER = " ERROR api.DMLScript: "
+UNCAUGHT = re.compile(r"(Exception in thread \S+ )?java\.lang\.\w+(Exception|Error)\b")
 PROGRESS_PREFIX = "@@"
 JAVA_HINT = ("install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) "
              f"or point {JAVA_ENV} or JAVA_HOME at one")
@@ -259,6 +261,13 @@ def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | 
 
 def _error_message(lines: list[str]) -> str | None:
     """The most telling line of a SystemDS failure, or None if there was none."""
+    rejected = [line for line in lines if REJECTED_MARKER in line]
+    if rejected:  # bad command-line arguments: SystemDS logs one ERROR line and exits 0
+        return rejected[0].split(REJECTED_MARKER, 1)[1].strip()
+    # an exception SystemDS did not catch (e.g. a NullPointerException in its parser), printed bare
+    uncaught = [line for line in lines if UNCAUGHT.match(line)]
+    if uncaught and not any(ERROR_MARKER in line for line in lines):
+        return uncaught[0].strip()
     if not any(ERROR_MARKER in line for line in lines):
         return None
     ansi = re.compile(r"\x1b\[[0-9;]*m")

@@ -1,4 +1,4 @@
-"""One training run: prepare the data, run dml/train.dml on SystemDS, collect metrics."""
+"""One training run: prepare the data, run dml/train.dml on SystemDS, collect metrics, save the model."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, runtime, spark
+from . import data, datasets, models, runtime, saved_model, spark
+from .checkpoint import Checkpoints
 from .config import TrainConfig
 from .errors import DMLError, UserError
 
@@ -40,6 +41,8 @@ class RunOptions:
     # of how the DML runs (e.g. {"parfor_opt": "NONE"}); never what it computes
     dml_overrides: dict = field(default_factory=dict)
     jvm_flags: list = field(default_factory=list)  # extra flags of the local SystemDS JVM
+    checkpoint_every: int = 1  # write a checkpoint after every N-th epoch (0: never)
+    resume: bool | str = False  # True / "auto": continue from output/checkpoint (see train())
 
 
 def _read_csv_matrix(path: Path, ncols: int) -> np.ndarray:
@@ -54,18 +57,26 @@ def _finite_or_none(x: float) -> float | None:
 
 
 class _EpochProgress:
-    """A progress bar over epochs fed by the DML script's ``@@epoch`` lines."""
+    """Fed by the DML script's ``@@`` lines: a progress bar over epochs, the per-epoch
+    seconds, the tensor names, and the commit of each finished checkpoint."""
 
-    def __init__(self, config: TrainConfig, enabled: bool):
+    def __init__(self, config: TrainConfig, enabled: bool, checkpoints: Checkpoints,
+                 seconds: dict[int, tuple[float, float]]):
         from tqdm import tqdm
 
-        label = f"{config.optimizer} B={config.batch_size}"
-        self.bar = tqdm(total=config.epochs, desc=label, unit="epoch", disable=not enabled,
-                        leave=False, file=sys.stderr)
-        self.seconds: dict[int, tuple[float, float]] = {}  # epoch -> (training loop, evaluation)
+        label = f"{config.model} {config.optimizer} B={config.batch_size}"
+        self.bar = tqdm(total=config.epochs, initial=len(seconds), desc=label, unit="epoch",
+                        disable=not enabled, leave=False, file=sys.stderr)
+        self.checkpoints = checkpoints
+        self.seconds = dict(seconds)  # epoch -> (training loop, evaluation), also of resumed epochs
+        self.names: list[str] = []
 
     def __call__(self, line: str) -> None:
         parts = line.split()
+        if parts and parts[0] == "names" and len(parts) == 2:
+            self.names = parts[1].split(",")
+        if parts and parts[0] == "checkpoint" and len(parts) == 3:
+            self.checkpoints.commit(int(parts[1]), parts[2], self.seconds)
         if parts and parts[0] == "time" and len(parts) >= 4:
             self.seconds[int(parts[1])] = (float(parts[2]), float(parts[3]))
         if parts and parts[0] == "epoch" and len(parts) >= 6:
@@ -76,19 +87,30 @@ class _EpochProgress:
         self.bar.close()
 
 
+def run_record(config: TrainConfig, prepared) -> dict:
+    """What a checkpoint must match to be resumed: the run's identity and its prepared data."""
+    return {"config": config.identity(), "data": str(prepared.folder)}
+
+
 def train(config: TrainConfig, output: str | Path, options: RunOptions | None = None) -> dict:
-    """Run one training and write ``output/metrics.json``; return the metrics.
+    """Run one training and write ``output/metrics.json`` and ``output/model/``; return the metrics.
 
     Also writes ``output/steps.csv``, the per-step trace (TRACE_COLUMNS: 1-based
-    step, epoch, learning rate, mean batch loss in nats), one row per update.
+    step, epoch, learning rate, mean batch loss in nats), one row per update, and
+    while it runs ``output/checkpoint/`` after every ``options.checkpoint_every``-th
+    epoch (lars_systemml/checkpoint.py), removed when the run ends.
+    ``options.resume``: continue from the checkpoint there if it belongs to this run
+    ("auto": if there is one; True: say so when there is none and start over).
 
-    Everything that can be checked before the JVM starts (hyperparameters,
-    Java, data; Spark and its master) is checked first. A run whose loss becomes
-    NaN/inf ends early and is reported with ``diverged: true``; a SystemDS or
-    Spark failure raises DMLError and leaves no metrics.json.
+    Everything that can be checked before the JVM starts (hyperparameters, the model
+    against the data's shape, Java, data; Spark and its master) is checked first. A
+    run whose loss becomes NaN/inf ends early and is reported with ``diverged: true``;
+    a SystemDS or Spark failure raises DMLError and leaves no metrics.json.
     """
     options = options or RunOptions()
     config.validate()
+    spec = models.get(config.model)
+    spec.check_shape(datasets.describe(config.dataset, options.data_dir))
     runtime.check_java()
     if options.spark:
         spark.preflight(options.spark)
@@ -102,6 +124,12 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
                             config.test_size, config.subset)
     prepare_seconds = time.time() - t0
 
+    checkpoints = Checkpoints(output)
+    resume_from = checkpoints.check_resumable(run_record(config, prepared)) if options.resume else None
+    if options.resume is True and resume_from is None:
+        print(f"note: no checkpoint in {checkpoints.folder} to resume from: starting at epoch 1", file=sys.stderr)
+    checkpoints.start(run_record(config, prepared), keep=resume_from is not None)
+
     with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
         tmp = Path(tmp)
         settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
@@ -111,10 +139,15 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         settings.update(options.systemds_config)
         sds_config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
         nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
+                  **spec.script_args(config.model_options, prepared.shape),
                   "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv"),
-                  "trace": str(tmp / "trace.csv"),
+                  "trace": str(tmp / "trace.csv"), "model_dir": str(tmp / "model"),
+                  # SystemDS rejects an empty -nvargs value: absent ones take train.dml's defaults
+                  **({"checkpoint_dir": str(checkpoints.folder), "checkpoint_every": options.checkpoint_every}
+                     if options.checkpoint_every else {}),
+                  **({"resume_from": str(resume_from["folder"])} if resume_from else {}),
                   **(spark.PARFOR if options.spark else LOCAL_PARFOR), **options.dml_overrides}
-        script = runtime.dml_dir() / "train.dml"
+        script = models.render(runtime.dml_dir() / "train.dml", config.model, tmp)
         if options.spark:
             cmd, env = spark.submit_command(script, nvargs, sds_config, options.spark, tmp, heap=options.heap,
                                             stats=options.stats, name=f"lars-systemml {output.name}")
@@ -123,7 +156,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
                                              stats=options.stats, jvm_flags=options.jvm_flags), None
         log_path = output / "systemds.log"
         log_path.unlink(missing_ok=True)
-        progress = _EpochProgress(config, options.progress)
+        progress = _EpochProgress(config, options.progress, checkpoints,
+                                  resume_from["seconds"] if resume_from else {})
         echo = (lambda line: print(line, file=sys.stderr)) if options.verbose else None
         t1 = time.time()
         run = spark.run_submit if options.spark else runtime.run_dml
@@ -137,6 +171,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         history = _read_csv_matrix(tmp / "history.csv", len(HISTORY_COLUMNS))
         final = dict(zip(FINAL_COLUMNS, _read_csv_matrix(tmp / "final.csv", len(FINAL_COLUMNS))[0]))
         trace = _read_csv_matrix(tmp / "trace.csv", len(TRACE_COLUMNS))
+        saved_model.save(tmp / "model", output / "model", config, spec, prepared, progress.names)
     trace = trace[trace[:, 0] > 0]  # no update taken: DML writes one zero row
     np.savetxt(output / TRACE_FILE, trace, delimiter=",", fmt=["%d", "%d", "%.17g", "%.17g"],
                header=",".join(TRACE_COLUMNS), comments="")
@@ -160,7 +195,9 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         "train_seconds": float(final["train_seconds"]),
         "systemds_seconds": systemds_seconds,
         "prepare_seconds": prepare_seconds,
+        "resumed_from_epoch": resume_from["epoch"] if resume_from else None,
         "step_trace": TRACE_FILE,
+        "model_dir": "model",
         "backend": "spark" if options.spark else "local",
         "spark_master": options.spark.master if options.spark else None,
         "native_blas": settings.get("sysds.native.blas", "none"),
@@ -176,4 +213,5 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         if row["epoch"] in progress.seconds:  # "seconds" split into training loop and test evaluation
             row["loop_seconds"], row["eval_seconds"] = progress.seconds[row["epoch"]]
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    checkpoints.clear()
     return metrics

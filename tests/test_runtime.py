@@ -28,3 +28,15 @@ def test_bad_openblas_path_is_a_user_error(monkeypatch):
     monkeypatch.setenv(runtime.OPENBLAS_ENV, "/nonexistent/libopenblas.so.0")
     with pytest.raises(UserError, match="LARS_SYSTEMML_OPENBLAS"):
         runtime.find_openblas()
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["26/12/02 12:21:41 ERROR api.DMLScript: Parsing Exception Invalid argument specified for -nvargs option"],
+     "Parsing Exception Invalid argument specified for -nvargs option"),
+    (["WARNING: Using incubator modules", 'java.lang.NullPointerException: Cannot invoke "x"'],
+     'java.lang.NullPointerException: Cannot invoke "x"'),
+    (["@@epoch 1 2 0.5", "done"], None),
+])
+def test_failures_systemds_reports_without_its_marker_are_found(lines, message):
+    # SystemDS exits 0 after both: a rejected argument and an exception it did not catch
+    assert runtime._error_message(lines) == message

@@ -1,0 +1,84 @@
+"""Checkpoints of a training run, for ``train --resume`` and for sweeps that resume a cell.
+
+Layout of ``<run folder>/checkpoint/``::
+
+    run.json         what the run is (config identity, data, model): a resume must match it
+    epoch-<e>/       written by dml/train.dml after epoch e: theta, state, s1, s2, counters,
+                     history, trace (SystemDS binary)
+    latest.json      {"epoch": e, "folder": "epoch-<e>", "seconds": {...}}: the newest
+                     complete epoch folder, written (write, fsync, rename) only after
+                     train.dml reported that folder finished
+
+A kill at any moment leaves ``latest.json`` naming a complete folder (or none yet); a
+folder it does not name is an unfinished write and is ignored and removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .errors import UserError
+
+LATEST = "latest.json"
+RUN = "run.json"
+
+
+def write_json_atomically(path: Path, value: dict) -> None:
+    """Write ``value`` as JSON to ``path`` by write, fsync and rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(value, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class Checkpoints:
+    """The checkpoint folder of one run folder."""
+
+    def __init__(self, run_folder: Path):
+        self.folder = Path(run_folder) / "checkpoint"
+
+    def latest(self) -> dict | None:
+        """The newest complete checkpoint as {"epoch", "folder" (absolute Path), "seconds"}, or None."""
+        path = self.folder / LATEST
+        if not path.is_file():
+            return None
+        info = json.loads(path.read_text())
+        info["folder"] = self.folder / info["folder"]
+        info["seconds"] = {int(k): tuple(v) for k, v in info.get("seconds", {}).items()}
+        return info
+
+    def check_resumable(self, run: dict) -> dict | None:
+        """The latest checkpoint if it belongs to ``run`` (same identity); a UserError if it does not."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        saved = json.loads((self.folder / RUN).read_text()) if (self.folder / RUN).is_file() else {}
+        if saved != run:
+            differ = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
+            raise UserError(f"the checkpoint in {self.folder} is of another run (differs in "
+                            f"{', '.join(differ)}): rerun the same command, or drop --resume to start over")
+        return latest
+
+    def start(self, run: dict, keep: bool) -> None:
+        """Prepare the folder for a run: keep a matching checkpoint to resume from, else start empty."""
+        if not keep and self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.folder / RUN, run)
+
+    def commit(self, epoch: int, folder: str, seconds: dict[int, tuple[float, float]]) -> None:
+        """Record epoch ``epoch``'s finished folder as the latest and remove the older ones."""
+        name = Path(folder).name
+        write_json_atomically(self.folder / LATEST, {"epoch": epoch, "folder": name,
+                                                     "seconds": {str(k): v for k, v in seconds.items()}})
+        for old in self.folder.glob("epoch-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove the checkpoints once the run has finished: its model is saved in model/."""
+        shutil.rmtree(self.folder, ignore_errors=True)
