@@ -1,5 +1,6 @@
-"""MNIST-style IDX data: find or download it, validate it, subset it, and
-prepare it once as SystemDS binary matrices.
+"""Data for a run: MNIST-style IDX files (find or download them, validate them), or a
+bring-your-own folder (``datasets.py``); subset it and prepare it once as SystemDS
+binary matrices X (N x C*H*W), Y (N x classes one-hot), Xt, Yt.
 
 Where the IDX files of a dataset come from, in order:
   1. an explicit ``data_dir`` (the CLI's ``--data-dir``),
@@ -22,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -32,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import datasets
 from .errors import UserError
+from .models import Shape
 
 DATA_DIR_ENV = "LARS_SYSTEMML_DATA_DIR"
 FASHION_DIR_ENV = "LARS_SYSTEMML_FASHION_DIR"
@@ -75,7 +79,8 @@ SUBSET_METHODS = ("stratified", "first")
 
 @dataclass
 class Split:
-    """One split: ``images`` uint8 (N, 28, 28) and ``labels`` uint8 (N,) in 0..9."""
+    """One split: ``images`` (N, ...) per image, uint8 (IDX: N x 28 x 28) or float (a folder
+    data set: N x C*H*W, already scaled); ``labels`` (N,) integer class ids."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -282,12 +287,74 @@ def subset_indices(labels: np.ndarray, size: int | None, method: str = "stratifi
     return np.sort(np.concatenate(picked))
 
 
-def to_matrices(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels scaled to [0,1] as float64 (N, 784) and one-hot labels (N, 10)."""
-    x = split.images.reshape(split.images.shape[0], -1).astype(np.float64) / 255.0
-    y = np.zeros((split.labels.shape[0], NUM_CLASSES))
+def to_matrices(split: Split, classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """float64 pixels (N, prod of an image's dims) and one-hot labels (N, classes).
+
+    uint8 pixels are scaled to [0,1] by 1/255; float pixels are used as given.
+    """
+    flat = split.images.reshape(split.images.shape[0], -1)
+    x = flat.astype(np.float64) / 255.0 if flat.dtype == np.uint8 else flat.astype(np.float64)
+    y = np.zeros((split.labels.shape[0], classes))
     y[np.arange(split.labels.shape[0]), split.labels] = 1.0
     return x, y
+
+
+@dataclass
+class Source:
+    """Where one data set's files are: its name, shape, folder and content fingerprint."""
+
+    name: str
+    shape: Shape
+    folder: Path
+    fingerprint: str  # 10 hex digits over the files' checksums
+    spec: "datasets.FolderSpec | None" = None  # set for a bring-your-own folder
+
+    def load(self) -> tuple[Split, Split]:
+        """The train and test splits, fully validated."""
+        if self.spec is None:
+            return load_split(self.folder, "train"), load_split(self.folder, "t10k")
+        arrays = datasets.load_folder(self.spec)
+        return Split(arrays["train_x"], arrays["train_y"]), Split(arrays["test_x"], arrays["test_y"])
+
+
+def locate(dataset: str = "mnist", data_dir=None, download: bool = True) -> Source:
+    """The data set's files and fingerprint (a known name's IDX folder, or a folder data set).
+
+    ``data_dir`` is where a known data set's IDX files are; a folder data set is its own path.
+    """
+    datasets.validate_choice(dataset)
+    if datasets.is_known(dataset):
+        folder = resolve_data_dir(dataset, data_dir, download)
+        names = list(DATASETS[dataset]["files"])
+        fingerprint = hashlib.sha1("".join(_md5(_find_file(folder, n)) for n in names).encode()).hexdigest()[:10]
+        return Source(dataset, datasets.KNOWN[dataset], folder, fingerprint)
+    spec = datasets.read_spec(dataset)
+    return Source(spec.name, spec.shape, spec.folder.resolve(), spec.fingerprint(), spec)
+
+
+@dataclass
+class Matrices:
+    """The four matrices of one data choice, before they are written (see ``prepare``)."""
+
+    x: np.ndarray   # N x C*H*W float64
+    y: np.ndarray   # N x classes one-hot
+    xt: np.ndarray
+    yt: np.ndarray
+    shape: Shape
+    dataset_name: str
+
+
+def load_matrices(dataset: str = "mnist", data_dir=None, train_size: int | None = None,
+                  test_size: int | None = None, subset: str = "stratified",
+                  source: Source | None = None) -> Matrices:
+    """The (subset) matrices ``prepare`` writes, for a known name or a folder data set."""
+    source = source or locate(dataset, data_dir)
+    train, test = source.load()
+    tr = subset_indices(train.labels, train_size, subset)
+    te = subset_indices(test.labels, test_size, subset)
+    x, y = to_matrices(Split(train.images[tr], train.labels[tr]), source.shape.classes)
+    xt, yt = to_matrices(Split(test.images[te], test.labels[te]), source.shape.classes)
+    return Matrices(x, y, xt, yt, source.shape, source.name)
 
 
 @dataclass
@@ -298,7 +365,9 @@ class PreparedData:
     train_size: int
     test_size: int
     fmt: str = "binary"
-    source: str = ""  # the IDX folder they were made from
+    source: str = ""  # the folder they were made from (IDX files, or the bring-your-own folder)
+    shape: Shape = datasets.KNOWN["mnist"]  # C x H x W images, classes (= Y's columns)
+    dataset_name: str = "mnist"  # the known name, or dataset.json's "name", or the folder's name
 
     @property
     def paths(self) -> dict[str, str]:
@@ -310,33 +379,31 @@ def prepare(dataset: str = "mnist", data_dir=None, train_size: int | None = None
             prepared_root: Path | None = None) -> PreparedData:
     """Write (once) and return the SystemDS binary matrices for this data choice.
 
-    The result is cached under ``<cache>/prepared/<key>`` where the key covers the
-    dataset, the files' checksums, the subset sizes and the subset method, so
-    every later run reuses it.
+    ``dataset`` is a known name (its IDX files found via ``data_dir``) or the path of a
+    bring-your-own folder (see ``datasets.py``). The result is cached under
+    ``<cache>/prepared/<key>`` where the key covers the data set's name, the checksums
+    of its files (a folder's four arrays and dataset.json), the subset sizes and the
+    subset method, so every later run reuses it and a changed file is prepared again.
     """
-    folder = resolve_data_dir(dataset, data_dir)
-    names = list(DATASETS[dataset]["files"])
-    fingerprint = hashlib.sha1("".join(_md5(_find_file(folder, n)) for n in names).encode()).hexdigest()[:10]
-    key = f"{dataset}-{fingerprint}-{train_size or 'all'}-{test_size or 'all'}-{subset}"
+    source = locate(dataset, data_dir)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)
+    key = f"{name}-{source.fingerprint}-{train_size or 'all'}-{test_size or 'all'}-{subset}"
     target = (prepared_root or cache_dir() / "prepared") / key
     marker = target / "prepared.json"
+    found = {"source": str(source.folder), "shape": source.shape, "dataset_name": source.name}
     if marker.is_file():
         info = json.loads(marker.read_text())
-        return PreparedData(target, info["train_size"], info["test_size"], source=info.get("source", ""))
+        return PreparedData(target, info["train_size"], info["test_size"], **found)
 
-    train, test = load_split(folder, "train"), load_split(folder, "t10k")
-    tr = subset_indices(train.labels, train_size, subset)
-    te = subset_indices(test.labels, test_size, subset)
-    x, y = to_matrices(Split(train.images[tr], train.labels[tr]))
-    xt, yt = to_matrices(Split(test.images[te], test.labels[te]))
-
+    m = load_matrices(dataset, train_size=train_size, test_size=test_size, subset=subset, source=source)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
-        write_binary({"X": x, "Y": y, "Xt": xt, "Yt": yt}, tmp)
+        write_binary({"X": m.x, "Y": m.y, "Xt": m.xt, "Yt": m.yt}, tmp)
         (tmp / "prepared.json").write_text(json.dumps(
-            {"dataset": dataset, "source": str(folder), "train_size": len(tr), "test_size": len(te),
-             "subset": subset, "fingerprint": fingerprint}, indent=2))
+            {"dataset": source.name, "source": str(source.folder), "train_size": len(m.x),
+             "test_size": len(m.xt), "subset": subset, "fingerprint": source.fingerprint,
+             "shape": source.shape.script_args()}, indent=2))
         try:
             tmp.rename(target)
         except OSError:  # another process prepared it first
@@ -344,7 +411,7 @@ def prepare(dataset: str = "mnist", data_dir=None, train_size: int | None = None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PreparedData(target, len(tr), len(te), source=str(folder))
+    return PreparedData(target, len(m.x), len(m.xt), **found)
 
 
 def write_binary(matrices: dict[str, np.ndarray], folder: Path) -> None:

@@ -192,3 +192,16 @@ def test_real_fashion_mnist_files(fashion_dir):
     test = data.load_split(fashion_dir, "t10k")
     assert test.images.shape == (10000, 28, 28)
     assert np.bincount(test.labels).tolist() == [1000] * 10  # balanced, unlike MNIST
+
+
+def test_to_matrices_float_pixels_and_other_class_counts():
+    # a folder data set's images arrive as float rows, already scaled: used as given
+    split = data.Split(np.array([[0.5, -2.0, 7.0], [1.0, 0.0, 0.25]]), np.array([2, 0]))
+    x, y = data.to_matrices(split, classes=3)
+    np.testing.assert_array_equal(x, [[0.5, -2.0, 7.0], [1.0, 0.0, 0.25]])
+    assert y.tolist() == [[0, 0, 1], [1, 0, 0]]
+
+
+def test_unknown_dataset_names_the_folder_layout():
+    with pytest.raises(UserError, match=r"unknown dataset 'svhn'.*mnist, fashion-mnist or a folder with dataset\.json"):
+        data.prepare("svhn")
