@@ -147,6 +147,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise UserError(f"config {path} does not exist: see experiments/ for examples") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source} is not valid TOML ({exc})") from None
+    _require("search" not in raw, source, "a tuning protocol ([search]), not a sweep: run "
+             f"`lars-systemml tune --config {source}`")
     _check_keys(raw, TOP_KEYS, "the top level", source)
     _require(isinstance(raw.get("name"), str) and raw["name"], source, "'name' (a string) is required")
     _require("epochs" in raw, source, "'epochs' is required (one budget for every batch size)")

@@ -11,9 +11,10 @@ Every command that trains (``sweep``, ``max-batch``) appends here and every repo
   crash never loses or half-writes a finished run; an older file is upgraded first.
 - ``git_commit``: the code version a row records.
 
-Older files: columns are only ever added as ``LATER_FIELDS`` (config.py), so an older
-header is today's columns, in order, less some of those; its runs used those settings
-at their defaults, which is what reading fills in.
+Older files: columns are only ever added, as ``LATER_FIELDS`` (run settings, config.py)
+or ``LATER_COLUMNS`` (facts about a row, empty when not known), so an older header is
+today's columns, in order, less some of those; its runs used those settings at their
+defaults, which is what reading fills in.
 """
 from __future__ import annotations
 
@@ -26,15 +27,20 @@ from pathlib import Path
 from .config import LATER_FIELDS, TrainConfig
 from .errors import UserError
 
+# Columns added after v0.1 that are no run setting, empty in older rows and where they do
+# not apply: a tuning run's stage ("screen", "full", "final") and 1-based trial number
+# (lars_systemml/tune.py); a sweep's rows leave them empty.
+LATER_COLUMNS = ("stage", "trial")
 RESULT_COLUMNS = (
     ["config_name", "run_id", "config_hash"]
     + TrainConfig.field_names()
     + ["train_size_used", "test_size_used", "train_accuracy", "test_accuracy", "generalization_error",
        "train_loss", "test_loss", "diverged", "epochs_run", "steps", "wall_seconds", "train_seconds",
        "backend", "systemds_version", "git_commit", "finished_at"]
+    + list(LATER_COLUMNS)
 )
 # The columns of results.csv as v0.1 wrote them (before the LATER_FIELDS settings existed).
-V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS]
+V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS and c not in LATER_COLUMNS]
 
 
 def git_commit() -> str:
@@ -51,21 +57,21 @@ def git_commit() -> str:
 
 
 def _defaults_as_written(keys: list[str]) -> dict:
-    """These LATER_FIELDS at their defaults, as csv.DictWriter writes them."""
+    """These LATER_FIELDS at their defaults and LATER_COLUMNS empty, as csv.DictWriter writes them."""
     buffer = io.StringIO()
-    defaults = {k: getattr(TrainConfig(), k) for k in keys}
+    defaults = {k: "" if k in LATER_COLUMNS else getattr(TrainConfig(), k) for k in keys}
     csv.DictWriter(buffer, fieldnames=list(defaults), lineterminator="\n").writerow(defaults)
     return dict(zip(defaults, next(csv.reader(io.StringIO(buffer.getvalue())))))
 
 
 def _older_columns(columns: list[str]) -> list[str] | None:
-    """The LATER_FIELDS that an older version's header lacks, or None if it is not such a header.
+    """The later columns that an older version's header lacks, or None if it is not such a header.
 
-    An older header is today's columns, in order, less some LATER_FIELDS (v0.1 wrote
-    none of them); its runs used those settings at their defaults.
+    An older header is today's columns, in order, less some LATER_FIELDS and LATER_COLUMNS
+    (v0.1 wrote none of them); its runs used those settings at their defaults.
     """
     missing = [c for c in RESULT_COLUMNS if c not in columns]
-    if not missing or not set(missing) <= set(LATER_FIELDS):
+    if not missing or not set(missing) <= set(LATER_FIELDS) | set(LATER_COLUMNS):
         return None
     return missing if [c for c in RESULT_COLUMNS if c in columns] == columns else None
 
@@ -73,8 +79,9 @@ def _older_columns(columns: list[str]) -> list[str] | None:
 def read_results(path: Path) -> list[dict]:
     """Rows of results.csv (values as strings); a trailing partial line (from a kill mid-write) is ignored.
 
-    A file written by an older version (lacking some LATER_FIELDS columns, v0.1 all of
-    them) is read with those settings at their defaults, which is what its runs used.
+    A file written by an older version (lacking some LATER_FIELDS or LATER_COLUMNS, v0.1
+    all of them) is read with those settings at their defaults, which is what its runs
+    used, and those columns empty.
     A missing file has no rows.
     """
     if not path.is_file():

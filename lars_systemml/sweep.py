@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .experiment import Cell, Experiment
-from .results import RESULT_COLUMNS, append_result, git_commit, read_results
+from .results import LATER_COLUMNS, RESULT_COLUMNS, append_result, git_commit, read_results
 
 # A simple cost model for --dry-run before any cell has finished: seconds per epoch of 60k
 # images (training loop ~10 s + test evaluation ~0.8 s) plus per optimizer step, plus per run
@@ -126,19 +126,23 @@ def reusable_runs(folders: list[Path]) -> dict[str, tuple[Path, dict]]:
     return found
 
 
-def adopt(experiment: Experiment, cell: Cell, source: Path, row: dict, output: Path) -> dict:
+def adopt(experiment: Experiment, cell: Cell, source: Path, row: dict, output: Path,
+          extra: dict | None = None) -> dict:
     """Copy another folder's finished run of ``cell``'s exact configuration into ``output``.
 
     The row keeps what the run measured and where it came from (git commit, finish time);
-    only its config name and run id become this sweep's. The run folder is copied with a
-    note naming its origin.
+    only its config name and run id become this sweep's, and its LATER_COLUMNS (a tuning
+    run's stage and trial) are ``extra``'s or empty. The run folder is copied with a note
+    naming its origin.
     """
     src_run = source / "runs" / row["run_id"]
     dst_run = output / "runs" / cell.run_id
     if src_run.is_dir():
         shutil.copytree(src_run, dst_run, dirs_exist_ok=True)
         (dst_run / "reused_from.txt").write_text(f"{src_run}\n")
-    adopted = {**row, "config_name": experiment.name, "run_id": cell.run_id}
+    # the row's role (a tuning stage and trial) is the one it has here, none unless given
+    adopted = {**row, **dict.fromkeys(LATER_COLUMNS, ""), "config_name": experiment.name, "run_id": cell.run_id,
+               **(extra or {})}
     append_result(output / "results.csv", adopted)
     return adopted
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,12 @@ def write(tmp_path, text, name="exp.toml"):
     return path
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)
+def _is_protocol(path):
+    return "search" in tomllib.loads(path.read_text())  # a `tune` config, tested in test_tune.py
+
+
+@pytest.mark.parametrize("config", [p for p in sorted((REPO / "experiments").glob("*.toml")) if not _is_protocol(p)],
+                         ids=lambda p: p.name)
 def test_shipped_configs_are_valid(config):
     experiment = load_experiment(config)
     assert experiment.cells and experiment.name == config.stem
@@ -385,3 +391,35 @@ def test_results_of_a_version_without_the_newest_fields_are_read_and_upgraded(tm
     path.write_text("config_name,what\ntiny,1\n")
     with pytest.raises(UserError, match="other columns"):
         read_results(path)
+
+
+def test_results_written_before_the_tuning_columns_are_read_and_upgraded(tmp_path):
+    # every file before the tuner lacks stage and trial: read with them empty, upgraded on append
+    tiny = load_experiment(write(tmp_path, TINY))
+    path = tmp_path / "results.csv"
+    older = [c for c in RESULT_COLUMNS if c not in ("stage", "trial")]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=older, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(_finished_row(tiny, tiny.cells[0], 0.5))
+    [read] = read_results(path)
+    assert (read["stage"], read["trial"], read["test_accuracy"]) == ("", "", "0.5")
+    append_result(path, {**_finished_row(tiny, tiny.cells[1], 0.6), "stage": "screen", "trial": 2})
+    assert next(csv.reader(open(path))) == RESULT_COLUMNS
+    assert [(r["run_id"], r["stage"], r["trial"]) for r in read_results(path)] == \
+        [("sgd-b100-s1", "", ""), ("sgd-b150-s1", "screen", "2")]
+
+
+def test_an_adopted_run_takes_its_role_here_not_its_origins(tmp_path):
+    # a tuning run's stage and trial describe it in its protocol, not in the sweep adopting it
+    from lars_systemml.sweep import adopt
+
+    tiny = load_experiment(write(tmp_path, TINY))
+    cell = tiny.cells[0]
+    origin = {**_finished_row(tiny, cell, 0.7), "run_id": "sgd-b100-s1-t03", "stage": "full", "trial": 3}
+    (tmp_path / "out").mkdir()
+    adopt(tiny, cell, tmp_path / "elsewhere", origin, tmp_path / "out")
+    adopt(tiny, tiny.cells[1], tmp_path / "elsewhere", origin, tmp_path / "out", {"stage": "final", "trial": 1})
+    rows = read_results(tmp_path / "out" / "results.csv")
+    assert [(r["run_id"], r["stage"], r["trial"], r["test_accuracy"]) for r in rows] == \
+        [("sgd-b100-s1", "", "", "0.7"), ("sgd-b150-s1", "final", "1", "0.7")]
