@@ -51,12 +51,15 @@ class Checkpoints:
         info["seconds"] = {int(k): tuple(v) for k, v in info.get("seconds", {}).items()}
         return info
 
-    def check_resumable(self, run: dict) -> dict | None:
-        """The latest checkpoint if it belongs to ``run`` (same identity); a UserError if it does not."""
+    def check_resumable(self, run: dict, strict: bool = True) -> dict | None:
+        """The latest checkpoint if it belongs to ``run`` (same identity), else None; ``strict``:
+        a UserError for a checkpoint of another run (not strict: it is ignored, and start() removes it)."""
         latest = self.latest()
         if latest is None:
             return None
         saved = json.loads((self.folder / RUN).read_text()) if (self.folder / RUN).is_file() else {}
+        if saved != run and not strict:
+            return None
         if saved != run:
             differ = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
             raise UserError(f"the checkpoint in {self.folder} is of another run (differs in "

@@ -23,7 +23,7 @@ def _positive_int(text: str) -> int:
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", help="folder with the dataset's four IDX files (.gz or raw); default: "
+    g.add_argument("--data-dir", help="for mnist and fashion-mnist: the folder with the four IDX files (.gz or raw); default: "
                    "$LARS_SYSTEMML_DATA_DIR (MNIST) or $LARS_SYSTEMML_FASHION_DIR (Fashion-MNIST; else "
                    "a fashion-mnist folder next to $LARS_SYSTEMML_DATA_DIR), else the user cache (downloaded once)")
 
@@ -79,8 +79,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                         "%(default)s: every epoch); saves evaluation time when the curve is not needed")
     g.add_argument("--seed", type=_positive_int, default=d.seed)
     g.add_argument("--dataset", default=d.dataset,
-                   help="mnist (default), fashion-mnist, or a folder with train_x.npy, train_y.npy, "
-                        "test_x.npy, test_y.npy and dataset.json (see README: Data)")
+                   help="mnist (default), fashion-mnist, or a folder with dataset.json and train_x, train_y, "
+                        "test_x, test_y (.npy or .csv; see README: Data)")
     g.add_argument("--train-size", type=_positive_int, default=None, help="training subset size (default: all)")
     g.add_argument("--test-size", type=_positive_int, default=None, help="test subset size (default: all)")
     g.add_argument("--subset", default=d.subset, choices=["stratified", "first"],
@@ -88,7 +88,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from pathlib import Path
+
+    from .datasets import is_known
+
     values = {k: getattr(args, k) for k in TrainConfig.field_names() if k != "model_options"}
+    if not is_known(args.dataset) and Path(args.dataset).is_dir():  # a folder: recorded absolute
+        values["dataset"] = str(Path(args.dataset).resolve())
     return TrainConfig(**values, model_options=",".join(args.model_option))
 
 
@@ -280,10 +286,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lars-systemml", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lars-systemml",
+        description="Large-batch training (LARS, LAMB, SGD-momentum, Nesterov, AdamW) of any registered "
+                    "model in DML on Apache SystemDS, locally or on Spark.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train LeNet-5 once and write metrics.json")
+    p = sub.add_parser("train", help="train a model once: metrics.json, steps.csv and the model in model/")
     add_train_options(p)
     add_data_options(p)
     add_runtime_options(p)

@@ -42,7 +42,10 @@ class RunOptions:
     dml_overrides: dict = field(default_factory=dict)
     jvm_flags: list = field(default_factory=list)  # extra flags of the local SystemDS JVM
     checkpoint_every: int = 1  # write a checkpoint after every N-th epoch (0: never)
-    resume: bool | str = False  # True / "auto": continue from output/checkpoint (see train())
+    # continue from output/checkpoint (see train()): "auto" (the default, which sweep, tune and
+    # max-batch use) if it holds a checkpoint of this run, True likewise but say when there is
+    # none, False: start over (the `train` command without --resume)
+    resume: bool | str = "auto"
 
 
 def _read_csv_matrix(path: Path, ncols: int) -> np.ndarray:
@@ -100,7 +103,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     while it runs ``output/checkpoint/`` after every ``options.checkpoint_every``-th
     epoch (lars_systemml/checkpoint.py), removed when the run ends.
     ``options.resume``: continue from the checkpoint there if it belongs to this run
-    ("auto": if there is one; True: say so when there is none and start over).
+    ("auto": if there is one, else start over; True: a checkpoint of another run is an
+    error, and no checkpoint a note; False: start over).
 
     Everything that can be checked before the JVM starts (hyperparameters, the model
     against the data's shape, Java, data; Spark and its master) is checked first. A
@@ -125,7 +129,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     prepare_seconds = time.time() - t0
 
     checkpoints = Checkpoints(output)
-    resume_from = checkpoints.check_resumable(run_record(config, prepared)) if options.resume else None
+    resume_from = (checkpoints.check_resumable(run_record(config, prepared), strict=options.resume is True)
+                   if options.resume else None)
     if options.resume is True and resume_from is None:
         print(f"note: no checkpoint in {checkpoints.folder} to resume from: starting at epoch 1", file=sys.stderr)
     checkpoints.start(run_record(config, prepared), keep=resume_from is not None)
@@ -181,6 +186,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         **config.as_dict(),
         "hyperparameters": config.hyperparameters(),
         "data_dir": prepared.source,
+        "dataset_name": prepared.dataset_name,
+        "shape": prepared.shape.script_args(),
         "train_size": prepared.train_size,
         "test_size": prepared.test_size,
         "train_accuracy": float(final["train_accuracy"]),

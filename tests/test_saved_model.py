@@ -160,3 +160,31 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, mnist_dir, capsys)
     err = capsys.readouterr().err
     assert "is of another run (differs in config)" in err
 
+
+
+def test_sweep_resumes_an_interrupted_cell_from_its_checkpoint(tmp_path, mnist_dir, monkeypatch):
+    from lars_systemml.checkpoint import Checkpoints
+    from lars_systemml.experiment import load_experiment
+    from lars_systemml.sweep import run_sweep
+
+    config = tmp_path / "exp.toml"
+    config.write_text('name = "tiny"\ntrain_size = 200\ntest_size = 100\nepochs = 3\nseeds = [1]\n'
+                      'optimizers = ["sgd"]\nbatch_sizes = [100]\n')
+    experiment = load_experiment(config)
+    output = tmp_path / "results"
+    options = RunOptions(data_dir=str(mnist_dir), progress=False, heap="2g")
+    commit = Checkpoints.commit
+
+    def commit_then_die(self, epoch, folder, seconds):  # the machine goes down after epoch 1's checkpoint
+        commit(self, epoch, folder, seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "commit", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(experiment, experiment.cells, output, options)
+    assert not (output / "results.csv").exists()
+    monkeypatch.setattr(Checkpoints, "commit", commit)
+    assert run_sweep(experiment, experiment.cells, output, options) == 0
+    m = json.loads((output / "runs" / "sgd-b100-s1" / "metrics.json").read_text())
+    assert m["resumed_from_epoch"] == 1 and m["epochs_run"] == 3 and m["steps"] == 6
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
