@@ -26,6 +26,21 @@ def lamb(w, g, lr, b1, b2, eps, t, m, v, lam):
     return w - lr * ratio * u, m, v
 
 
+def nesterov(w, g, lr, mu, v, lam):
+    """Nesterov momentum, velocity = lr-scaled step (the DML convention)."""
+    g = g + lam * w
+    v = mu * v + lr * g
+    return w - (mu * v + lr * g), v
+
+
+def adamw(w, g, lr, b1, b2, eps, t, m, v, lam):
+    """AdamW: bias-corrected Adam step plus decoupled decay, both scaled by lr."""
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    step = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    return w - lr * (step + lam * w), m, v
+
+
 def inverse_time(lr0, decay, t):
     return lr0 / (1 + decay * t)
 
@@ -39,8 +54,14 @@ def run(optimizer, w0, grads, lrs, mu=0.9, lam=0.0, trust=0.001, b1=0.9, b2=0.99
         g = np.asarray(g, dtype=float)
         if optimizer == "sgd":
             w, v = sgd_momentum(w, g, lr, mu, v, lam)
+        elif optimizer == "nesterov":
+            w, v = nesterov(w, g, lr, mu, v, lam)
         elif optimizer == "lars":
             w, v = lars(w, g, lr, mu, v, lam, trust)
-        else:
+        elif optimizer == "adamw":
+            w, m, v = adamw(w, g, lr, b1, b2, eps, t, m, v, lam)
+        elif optimizer == "lamb":
             w, m, v = lamb(w, g, lr, b1, b2, eps, t, m, v, lam)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
     return w
