@@ -80,17 +80,6 @@ def test_inverse_time_schedule(tmp_path):
     assert value == pytest.approx(reference.inverse_time(0.5, 0.01, 7), rel=1e-15)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "lars", "lamb"])
-@pytest.mark.parametrize("include_biases", [False, True])
-def test_layerwise_step_equals_per_tensor_steps(tmp_path, optimizer, include_biases):
-    # train.dml updates all ten tensors at once (optim/layerwise.dml): the same
-    # arithmetic as the per-tensor optimizers. Not bit for bit: with all sizes known
-    # SystemDS fuses a + s*b into one fused multiply-add (+*), which rounds once, so
-    # results may differ in the last bit (about 1e-16 here), never more.
-    out = tmp_path / "both.csv"
-    run_test_dml("layerwise_steps.dml", optimizer=optimizer, include_biases=include_biases, out=str(out))
-    layerwise, per_tensor = np.loadtxt(out, delimiter=",", ndmin=2)
-    np.testing.assert_allclose(layerwise, per_tensor, rtol=1e-13, atol=1e-15)
 
 
 # --- Nesterov momentum and AdamW ---------------------------------------------------------

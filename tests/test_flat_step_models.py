@@ -1,0 +1,44 @@
+"""The flat optimizer step (optim/step.dml) equals the per-tensor rules for every registered
+model and every optimizer, on the model's own parameters and segment table."""
+import numpy as np
+import pytest
+
+from conftest import TESTS_DML
+from lars_systemml import models, runtime
+from lars_systemml.config import OPTIMIZERS
+
+pytestmark = pytest.mark.slow
+# small options: the segment tables have every model's structure, at a size a test can afford
+OPTIONS = {"lenet5": "", "mlp": "width=16,depth=2", "resnet": "channels=2"}
+SHAPE = models.Shape(1, 28, 28, 10)
+
+
+def test_every_model_has_small_test_options():
+    assert set(OPTIONS) == set(models.MODELS)
+
+
+@pytest.fixture(scope="module", params=sorted(models.MODELS))
+def model_params(request, tmp_path_factory):
+    """(theta0 CSV path, segment table CSV path) of a registered model at its small options."""
+    name = request.param
+    tmp = tmp_path_factory.mktemp(name)
+    script = models.render(TESTS_DML / "model_params.dml", name, tmp)
+    args = {**models.get(name).script_args(OPTIONS[name], SHAPE), "seed": 4,
+            "theta": str(tmp / "theta.csv"), "seg": str(tmp / "seg.csv")}
+    runtime.run_dml(runtime.local_command(script, args, heap="2g"), cwd=runtime.dml_dir())
+    return tmp / "theta.csv", tmp / "seg.csv"
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_flat_step_equals_per_tensor_rules(model_params, optimizer, tmp_path):
+    theta0, seg = model_params
+    out = tmp_path / "both.csv"
+    cmd = runtime.local_command(TESTS_DML / "flat_steps.dml",
+                                {"theta0": str(theta0), "seg": str(seg), "optimizer": optimizer,
+                                 "include_biases": False, "K": 3, "zero_grad": 2, "out": str(out)}, heap="2g")
+    runtime.run_dml(cmd, cwd=runtime.dml_dir())
+    flat, per_tensor = np.loadtxt(out, delimiter=",", ndmin=2)
+    start = np.loadtxt(theta0, delimiter=",", ndmin=2)[0]
+    assert np.all(np.isfinite(flat)) and not np.allclose(flat, start)
+    # the same arithmetic; SystemDS may fuse a + s*b into one rounding, so not bit for bit
+    np.testing.assert_allclose(flat, per_tensor, rtol=1e-13, atol=1e-15)
