@@ -95,14 +95,6 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("lars-systemml"))
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _find_file(folder: Path, name: str) -> Path | None:
     for candidate in (folder / f"{name}.gz", folder / name):
         if candidate.is_file():
@@ -124,7 +116,7 @@ def identify(folder: Path) -> str | None:
     names = list(DATASETS["mnist"]["files"])
     if any(_find_file(folder, n) is None for n in names):
         return None
-    sums = {n: _md5(_find_file(folder, n)) for n in names}
+    sums = {n: datasets.file_md5(_find_file(folder, n)) for n in names}
     for dataset, spec in DATASETS.items():
         if all(sums[n] in spec["files"][n] for n in names):
             return dataset
@@ -179,7 +171,7 @@ def download_dataset(dataset: str, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, (gz_md5, _) in DATASETS[dataset]["files"].items():
         target = folder / f"{name}.gz"
-        if target.is_file() and _md5(target) == gz_md5:
+        if target.is_file() and datasets.file_md5(target) == gz_md5:
             continue
         errors = []
         for mirror in DATASETS[dataset]["mirrors"]:
@@ -196,7 +188,7 @@ def download_dataset(dataset: str, folder: Path) -> None:
                 errors.append(f"{url}: {exc}")
                 tmp.unlink(missing_ok=True)
                 continue
-            if _md5(tmp) != gz_md5:
+            if datasets.file_md5(tmp) != gz_md5:
                 errors.append(f"{url}: checksum mismatch")
                 tmp.unlink(missing_ok=True)
                 continue
@@ -326,7 +318,7 @@ def locate(dataset: str = "mnist", data_dir=None, download: bool = True) -> Sour
     if datasets.is_known(dataset):
         folder = resolve_data_dir(dataset, data_dir, download)
         names = list(DATASETS[dataset]["files"])
-        fingerprint = hashlib.sha1("".join(_md5(_find_file(folder, n)) for n in names).encode()).hexdigest()[:10]
+        fingerprint = hashlib.sha1("".join(datasets.file_md5(_find_file(folder, n)) for n in names).encode()).hexdigest()[:10]
         return Source(dataset, datasets.KNOWN[dataset], folder, fingerprint)
     spec = datasets.read_spec(dataset)
     return Source(spec.name, spec.shape, spec.folder.resolve(), spec.fingerprint(), spec)

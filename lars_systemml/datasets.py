@@ -66,11 +66,12 @@ class FolderSpec:
         """10 hex digits over the contents of dataset.json and the four files (the cache key)."""
         h = hashlib.sha1()
         for path in [self.spec_path, *(self.files[r] for r in ROLES)]:
-            h.update(_md5(path).encode())
+            h.update(file_md5(path).encode())
         return h.hexdigest()[:10]
 
 
-def _md5(path: Path) -> str:
+def file_md5(path: Path) -> str:
+    """The MD5 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

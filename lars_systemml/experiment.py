@@ -137,16 +137,21 @@ def _int_list(raw: dict, key: str, source: str) -> list[int]:
     return values
 
 
+def read_config(path: str | Path, example: str) -> tuple[dict, str]:
+    """A config file's TOML table and its name for messages; a one-line UserError naming
+    ``example`` for a missing file or invalid TOML."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text()), str(path)
+    except FileNotFoundError:
+        raise UserError(f"config {path} does not exist: see {example} for an example") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML ({exc})") from None
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and validate an experiment config; every cell's TrainConfig is validated too."""
-    path = Path(path)
-    source = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config {path} does not exist: see experiments/ for examples") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source} is not valid TOML ({exc})") from None
+    raw, source = read_config(path, "experiments/quick.toml")
     _require("search" not in raw, source, "a tuning protocol ([search]), not a sweep: run "
              f"`lars-systemml tune --config {source}`")
     _check_keys(raw, TOP_KEYS, "the top level", source)

@@ -62,14 +62,13 @@ import math
 import random
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
-from .experiment import DATA_KEYS, HYPER_KEYS, Cell, _check_keys, _int_list, _require
+from .experiment import DATA_KEYS, HYPER_KEYS, Cell, _check_keys, _int_list, _require, read_config
 from .results import append_result, git_commit, read_results
 from .sweep import _duration, adopt, calibration, estimate_seconds, result_row, reusable_runs
 
@@ -269,14 +268,7 @@ def _integer(raw: dict, key: str, low: int, source: str) -> int:
 
 def load_protocol(path: str | Path) -> Protocol:
     """Parse and validate a protocol config; every run it can make is validated too."""
-    path = Path(path)
-    source = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config {path} does not exist: see experiments/fair.toml for an example") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source} is not valid TOML ({exc})") from None
+    raw, source = read_config(path, "experiments/fair.toml")
     _require("search" in raw, source, "no [search] table: this is no tuning protocol (see experiments/fair.toml); "
              "run a sweep config with `lars-systemml sweep`")
     _check_keys(raw, TOP_KEYS, "the top level", source)

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from lars_systemml import data
+from lars_systemml import data, datasets
 from lars_systemml.errors import UserError
 
 
@@ -136,7 +136,7 @@ def test_real_mnist_files(mnist_dir):
     assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
     assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     for name, (gz_md5, _) in data.DATASETS["mnist"]["files"].items():
-        assert data._md5(mnist_dir / f"{name}.gz") == gz_md5
+        assert datasets.file_md5(mnist_dir / f"{name}.gz") == gz_md5
 
 
 def test_stratified_subset_keeps_class_shares():
