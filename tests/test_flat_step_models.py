@@ -6,15 +6,13 @@ import pytest
 from conftest import TESTS_DML
 from lars_systemml import models, runtime
 from lars_systemml.config import OPTIMIZERS
+from test_model_contract import SMALL  # each model's small test configuration (options, shape)
 
 pytestmark = pytest.mark.slow
-# small options: the segment tables have every model's structure, at a size a test can afford
-OPTIONS = {"lenet5": "", "mlp": "width=16,depth=2", "resnet": "channels=2"}
-SHAPE = models.Shape(1, 28, 28, 10)
 
 
 def test_every_model_has_small_test_options():
-    assert set(OPTIONS) == set(models.MODELS)
+    assert set(SMALL) == set(models.MODELS)
 
 
 @pytest.fixture(scope="module", params=sorted(models.MODELS))
@@ -23,7 +21,8 @@ def model_params(request, tmp_path_factory):
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     script = models.render(TESTS_DML / "model_params.dml", name, tmp)
-    args = {**models.get(name).script_args(OPTIONS[name], SHAPE), "seed": 4,
+    options, shape = SMALL[name]
+    args = {**models.get(name).script_args(options, shape), "seed": 4,
             "theta": str(tmp / "theta.csv"), "seg": str(tmp / "seg.csv")}
     runtime.run_dml(runtime.local_command(script, args, heap="2g"), cwd=runtime.dml_dir())
     return tmp / "theta.csv", tmp / "seg.csv"
