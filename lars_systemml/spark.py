@@ -29,6 +29,7 @@ from typing import Callable
 
 from . import runtime
 from .errors import DMLError, UserError
+from .runtime import FatalError
 
 PARFOR = {"parfor_mode": "REMOTE_SPARK", "parfor_opt": "CONSTRAINED"}
 SPARK_VERSION = "3.5"
@@ -143,14 +144,14 @@ def spark_home() -> Path:
         return Path(os.environ["SPARK_HOME"]).expanduser()
     spec = importlib.util.find_spec("pyspark")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"Spark not found: {INSTALL_HINT}")
+        raise FatalError(f"Spark not found: {INSTALL_HINT}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
 def spark_submit() -> Path:
     path = spark_home() / "bin" / "spark-submit"
     if not os.access(path, os.X_OK):
-        raise UserError(f"{path} is missing or not executable: {INSTALL_HINT}")
+        raise FatalError(f"{path} is missing or not executable: {INSTALL_HINT}")
     return path
 
 
@@ -163,10 +164,10 @@ def check_spark_version(home: Path | None = None) -> str:
         if match:
             found.append((match.group(1), match.group(2)))
     if not found:
-        raise UserError(f"{home} holds no jars/spark-core_*.jar, so it is not a Spark installation: {INSTALL_HINT}")
+        raise FatalError(f"{home} holds no jars/spark-core_*.jar, so it is not a Spark installation: {INSTALL_HINT}")
     scala, version = found[0]
     if scala != SCALA_VERSION or not version.startswith(SPARK_VERSION + "."):
-        raise UserError(f"Spark {version} (Scala {scala}) in {home}, but SystemDS "
+        raise FatalError(f"Spark {version} (Scala {scala}) in {home}, but SystemDS "
                         f"{runtime.systemds_version()} needs Spark {SPARK_VERSION}.x with Scala "
                         f"{SCALA_VERSION}: {INSTALL_HINT}")
     return version
@@ -189,7 +190,7 @@ def _yarn_resource_manager(conf_dir: Path) -> tuple[str, int] | None:
     try:
         props = {p.findtext("name"): p.findtext("value") for p in ET.parse(site).getroot().iter("property")}
     except ET.ParseError as exc:
-        raise UserError(f"{site} is not valid XML ({exc})") from exc
+        raise FatalError(f"{site} is not valid XML ({exc})") from exc
     address = props.get("yarn.resourcemanager.address")
     if not address and props.get("yarn.resourcemanager.hostname"):
         address = f"{props['yarn.resourcemanager.hostname']}:8032"
@@ -210,7 +211,7 @@ def check_master(options: SparkOptions) -> None:
         for address in addresses:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
-                raise UserError(f"bad Spark master '{master}': use spark://host:port")
+                raise FatalError(f"bad Spark master '{master}': use spark://host:port")
             reason = _reachable(host.strip("[]"), int(port))
             if reason is None:
                 if not options.scratch and not _loopback_master(master):
@@ -218,22 +219,22 @@ def check_master(options: SparkOptions) -> None:
                          "executor runs on this machine")
                 return
             errors.append(f"{address} ({reason})")
-        raise UserError(f"cannot reach the Spark master {'; '.join(errors)}: start it "
+        raise FatalError(f"cannot reach the Spark master {'; '.join(errors)}: start it "
                         f"(spark-class org.apache.spark.deploy.master.Master) or fix --spark-master")
     if master == "yarn":
         conf_dir = os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")
         if not conf_dir:
-            raise UserError("--spark-master yarn needs HADOOP_CONF_DIR (or YARN_CONF_DIR) set to the "
+            raise FatalError("--spark-master yarn needs HADOOP_CONF_DIR (or YARN_CONF_DIR) set to the "
                             "folder with the cluster's core-site.xml and yarn-site.xml")
         if not options.scratch:
-            raise UserError("--spark-master yarn needs --spark-scratch, a folder all nodes can read "
+            raise FatalError("--spark-master yarn needs --spark-scratch, a folder all nodes can read "
                             "and write, e.g. hdfs:///tmp/lars-systemml")
         rm = _yarn_resource_manager(Path(conf_dir))
         if rm and (reason := _reachable(*rm)):
-            raise UserError(f"cannot reach the YARN ResourceManager {rm[0]}:{rm[1]} ({reason}) "
+            raise FatalError(f"cannot reach the YARN ResourceManager {rm[0]}:{rm[1]} ({reason}) "
                             f"named in {conf_dir}/yarn-site.xml")
         return
-    raise UserError(f"unsupported Spark master '{master}': use local[N], spark://host:port or yarn")
+    raise FatalError(f"unsupported Spark master '{master}': use local[N], spark://host:port or yarn")
 
 
 def preflight(options: SparkOptions) -> None:
@@ -264,8 +265,13 @@ def submit_command(script: Path, nvargs: dict, sds_config: Path, options: SparkO
     log4j = workdir / "log4j2.properties"
     log4j.write_text(LOG4J2)
     conf = dict(options.conf)
+    # the driver's temporary files (Spark's spark-*, and blockmgr-* of a local[N] master)
+    # inside the run's folder, which goes with the run (runtime.work_dir)
     driver_flags = [*DRIVER_JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j.as_uri()}",
+                    *runtime.java_tmpdir_flags(workdir / "java-tmp"),
                     conf.pop("spark.driver.extraJavaOptions", "")]
+    if LOCAL_MASTER.fullmatch(options.master.strip()):
+        conf.setdefault("spark.local.dir", str(workdir / "java-tmp"))
     executor_flags = [*EXECUTOR_JVM_FLAGS, conf.pop("spark.executor.extraJavaOptions", "")]
     conf["spark.executor.extraJavaOptions"] = " ".join(f for f in executor_flags if f)
     conf.setdefault("spark.ui.showConsoleProgress", "false")
@@ -309,7 +315,7 @@ class _Watch:
         if STARVATION_MARKER in line:
             self.starved += 1
             if self.starved >= STARVATION_WARNINGS:
-                raise UserError("the Spark cluster granted this application no executors: check that "
+                raise FatalError("the Spark cluster granted this application no executors: check that "
                                 "a worker is ALIVE with free cores and at least --executor-memory free")
         elif re.search(r"\b(ERROR|Exception:)", line) and "ANTLR" not in line:
             self.errors.append(line.strip())
@@ -347,6 +353,8 @@ def run_submit(cmd: list[str], cwd: Path, env: dict, log_path: Path,
         lines = runtime.run_dml(cmd, cwd=cwd, on_progress=on_progress, on_output=watch,
                                 log_path=log_path, env=env)
     except DMLError as exc:
+        if isinstance(exc, FatalError):  # the JVM did not start: no Spark error to look for
+            raise
         logged = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
         cause = _task_failure(logged)
         if not cause and "exit status" in str(exc):  # Spark failed outside the DML script

@@ -8,6 +8,16 @@ there instead of trained again (``reuse``).
 Rows go through the results store (lars_systemml/results.py): each is written with
 one write() and flushed to disk, so Ctrl-C or a crash never loses or half-writes a
 finished run; a diverged run is a row like any other.
+
+Several sweeps may share one output folder (on one machine, or on several that mount
+it): each run is claimed with a lock file (``<output>/locks/<run_id>.lock``, see
+lars_systemml/locks.py) before it starts, and results.csv is read again once the lock
+is held, so the processes split the runs between them and each run makes one row.
+A lock left by a killed process of this machine is taken over; one held on another
+machine is that machine's run (delete the lock file if that machine is gone).
+
+A FatalError (no data and no download, no Java, no Spark master, a broken install, a
+size larger than the data) stops the sweep at the first run that meets it.
 """
 from __future__ import annotations
 
@@ -17,9 +27,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import locks
 from .errors import UserError
 from .experiment import Cell, Experiment
 from .results import LATER_COLUMNS, RESULT_COLUMNS, append_result, git_commit, read_results
+from .runtime import FatalError
 
 # A simple cost model for --dry-run before any cell has finished: seconds per epoch of 60k
 # images (training loop ~10 s + test evaluation ~0.8 s) plus per optimizer step, plus per run
@@ -56,13 +68,33 @@ def machine_factor(rows: list[dict]) -> float | None:
 
     The cost model's constants come from one quiet machine; a slower or busier one
     (seen here: 2.5x) would make every estimate short, so the finished runs of the
-    results folder calibrate it.
+    results folder calibrate it. Rows whose numbers do not parse are left out.
     """
     measured = modelled = 0.0
     for row in timed_local_runs(rows):
-        measured += float(row["wall_seconds"])
-        modelled += model_seconds(int(row["batch_size"]), int(row["epochs_run"]), int(row["train_size_used"]))
+        try:
+            seconds = float(row["wall_seconds"])
+            model = model_seconds(int(row["batch_size"]), int(row["epochs_run"]), int(row["train_size_used"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue
+        if seconds > 0 and model > 0:
+            measured += seconds
+            modelled += model
     return measured / modelled if modelled else None
+
+
+def _hint_rows(paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """The rows of other folders' results.csv, read only as a hint: (rows, the files skipped
+    with why). An unreadable, garbled or foreign file is skipped, never an error."""
+    rows, skipped = [], []
+    for path in paths:
+        try:
+            rows += [r for r in read_results(path) if isinstance(r, dict)]
+        except (UserError, OSError, UnicodeDecodeError, ValueError) as exc:
+            skipped.append(f"{path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        except Exception as exc:  # e.g. csv.Error: a hint never stops a sweep
+            skipped.append(f"{path} ({type(exc).__name__})")
+    return rows, skipped
 
 
 def calibration(output: Path) -> tuple[float, str]:
@@ -70,13 +102,23 @@ def calibration(output: Path) -> tuple[float, str]:
 
     From the output folder's finished runs; a new folder borrows those of its sibling
     results folders (``output/../*/results.csv``), since the factor is the machine's, not
-    the config's. (1.0, "") when nothing has finished anywhere near.
+    the config's. Those are only a hint: one that cannot be read (garbled, another
+    program's columns, no permission) is skipped, with one warning line for all of them.
+    (1.0, "") when nothing has finished anywhere near.
     """
-    factor = machine_factor(read_results(output / "results.csv"))
+    own, _ = _hint_rows([output / "results.csv"])  # its own problems are the sweep's errors, not here
+    factor = machine_factor(own)
     if factor:
         return factor, f" (cost model x{factor:.2f}, from the finished runs)"
-    siblings = [p for p in sorted(output.parent.glob("*/results.csv")) if p.parent != output]
-    rows = timed_local_runs([row for path in siblings for row in read_results(path)])
+    try:
+        siblings = [p for p in sorted(output.parent.glob("*/results.csv")) if p.parent != output]
+    except OSError:
+        siblings = []
+    rows, skipped = _hint_rows(siblings)
+    if skipped:
+        print(f"warning: time estimate: skipped {len(skipped)} unreadable results file(s): {skipped[0]}"
+              f"{' and others' if len(skipped) > 1 else ''}", file=sys.stderr)
+    rows = timed_local_runs(rows)
     factor = machine_factor(rows)
     if factor:
         return factor, f" (cost model x{factor:.2f}, from {len(rows)} finished runs in {output.parent}/)"
@@ -143,8 +185,71 @@ def adopt(experiment: Experiment, cell: Cell, source: Path, row: dict, output: P
     # the row's role (a tuning stage and trial) is the one it has here, none unless given
     adopted = {**row, **dict.fromkeys(LATER_COLUMNS, ""), "config_name": experiment.name, "run_id": cell.run_id,
                **(extra or {})}
-    append_result(output / "results.csv", adopted)
+    append_row(output, adopted)
     return adopted
+
+
+def lock_path(output: Path, run_id: str) -> Path:
+    """The lock file that claims one run of a results folder."""
+    return output / "locks" / f"{run_id}.lock"
+
+
+RESULTS_LOCK = "results.csv.lock"
+APPEND_WAIT_S = 300.0
+
+
+def append_row(output: Path, row: dict) -> None:
+    """results.append_result under the folder's results lock, so that processes sharing the
+    folder append one at a time (two first rows would write two headers; on NFS, appends
+    from several machines are not atomic)."""
+    lock = locks.FileLock(output / "locks" / RESULTS_LOCK)
+    deadline = time.time() + APPEND_WAIT_S
+    while not lock.acquire():
+        if time.time() > deadline:
+            raise UserError(f"{lock.path} is held by {locks.describe(lock.holder)} for over "
+                            f"{APPEND_WAIT_S:.0f} s: if that process is gone, delete the file")
+        time.sleep(0.05)
+    with lock:
+        append_result(output / "results.csv", row)
+
+
+def finished(output: Path, run_id: str) -> bool:
+    """Whether results.csv already has the run (read again, e.g. once its lock is held)."""
+    return any(r["run_id"] == run_id for r in read_results(output / "results.csv"))
+
+
+def claim(output: Path, run_id: str) -> locks.FileLock | None:
+    """The held lock of a run that is still to do, or None if another process holds it.
+
+    None too if the run is in results.csv by now (another process finished it); the
+    caller then has nothing to do. Use the lock as a context manager around the run
+    and its row, so that the row is written before the lock goes.
+    """
+    lock = locks.FileLock(lock_path(output, run_id))
+    try:
+        if not lock.acquire():
+            return lock  # not held by us: lock.holder says whose
+    except OSError as exc:
+        raise UserError(f"cannot write the lock file {lock.path} ({exc.strerror or exc}): the results "
+                        f"folder must be writable") from None
+    try:
+        done = finished(output, run_id)
+    except BaseException:
+        lock.release()
+        raise
+    if done:
+        lock.release()
+        return None
+    return lock
+
+
+def held_elsewhere(held: dict[str, dict | None], output: Path) -> str:
+    """One line about the runs other processes hold: whose, and what to do if they are gone."""
+    first_id, holder = next(iter(held.items()))
+    others = f" and {len(held) - 1} more" if len(held) > 1 else ""
+    return (f"{len(held)} run(s) are being run by other processes ({first_id}: {locks.describe(holder)}{others}); "
+            f"their rows go to {output / 'results.csv'}. If such a process is gone on another machine, "
+            f"delete its lock in {output / 'locks'}/ and rerun")
 
 
 def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, dry_run: bool = False,
@@ -152,7 +257,10 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
     """Run the cells not yet in results.csv; return the number of failed cells.
 
     ``reuse``: other results folders whose runs of an identical configuration are
-    adopted (``adopt``) instead of trained again.
+    adopted (``adopt``) instead of trained again. Each run is claimed with a lock first
+    (``claim``), so that sweeps sharing ``output`` split the runs; runs another process
+    holds are left to it (one line says so). A FatalError stops the sweep (raised again,
+    saying so).
     """
     from tqdm import tqdm
 
@@ -181,30 +289,61 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
                   f"schedule={cell.config.schedule} "
                   f"~{estimate_seconds(cell) * factor / 60:.1f} min")
         return 0
-    for cell in adoptable:
-        source, row = reusable[cell.config_hash]
-        adopt(experiment, cell, source, row, output)
-        print(f"{cell.run_id}: reused {source / 'runs' / row['run_id']} "
-              f"(test_acc={float(row['test_accuracy']):.4f})", file=sys.stderr)
     commit = git_commit()
     failures = 0
+    held: dict[str, dict | None] = {}  # run id -> the record of the process that holds it
     bar = tqdm(total=round(estimate), unit="s", desc=experiment.name, file=sys.stderr,
                disable=not options.progress, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
-    try:
-        for cell in todo:
+
+    def run(cell: Cell, rest: int) -> bool:
+        """Adopt or train one cell under its lock; False if another process holds it."""
+        nonlocal failures
+        lock = claim(output, cell.run_id)
+        if lock is None:  # finished by another process meanwhile
+            held.pop(cell.run_id, None)
+            return True
+        if not lock.held:
+            held[cell.run_id] = lock.holder
+            return False
+        held.pop(cell.run_id, None)
+        with lock:
+            if cell.config_hash in reusable:
+                source, row = reusable[cell.config_hash]
+                adopt(experiment, cell, source, row, output)
+                tqdm.write(f"{cell.run_id}: reused {source / 'runs' / row['run_id']} "
+                           f"(test_acc={float(row['test_accuracy']):.4f})", file=sys.stderr)
+                return True
             bar.set_postfix_str(cell.run_id)
             started = time.time()
             try:
                 metrics = train(cell.config, output / "runs" / cell.run_id, options)
+            except FatalError as exc:
+                raise FatalError(f"{exc} (the sweep stopped at {cell.run_id}: its other {rest} run(s) would "
+                                 f"fail the same way)") from None
             except UserError as exc:
                 failures += 1
                 tqdm.write(f"FAILED {cell.run_id}: {exc}", file=sys.stderr)
-                bar.update(round(estimate_seconds(cell)))
-                continue
-            append_result(output / "results.csv", result_row(experiment, cell, metrics, commit))
-            status = "diverged" if metrics["diverged"] else f"test_acc={metrics['test_accuracy']:.4f}"
-            tqdm.write(f"{cell.run_id}: {status} ({time.time() - started:.0f}s)", file=sys.stderr)
-            bar.update(round(estimate_seconds(cell)))
+                return True
+            append_row(output, result_row(experiment, cell, metrics, commit))
+        status = "diverged" if metrics["diverged"] else f"test_acc={metrics['test_accuracy']:.4f}"
+        tqdm.write(f"{cell.run_id}: {status} ({time.time() - started:.0f}s)", file=sys.stderr)
+        return True
+
+    try:
+        pending = adoptable + todo
+        while pending:  # again over the runs others held, while that gets anywhere
+            waiting = []
+            for index, cell in enumerate(pending):
+                if run(cell, len(pending) - index - 1):
+                    if cell in todo:
+                        bar.update(round(estimate_seconds(cell)))
+                else:
+                    waiting.append(cell)
+            if len(waiting) == len(pending):
+                break
+            pending = waiting
     finally:
         bar.close()
+    if held:
+        print(held_elsewhere(held, output), file=sys.stderr)
     return failures

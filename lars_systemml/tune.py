@@ -52,6 +52,12 @@ plus ``-e<rung_epochs>`` for a screen run. The tuner works out from results.csv 
 done, so a killed tuner loses at most the run under way; runs of an identical
 configuration in other folders can be adopted (``reuse``) as in ``sweep``.
 
+Several tuners may share one output folder (on one machine or on several that mount it):
+each run is claimed with a lock file first, as in ``sweep``, so that they split the runs
+and each run makes one row; a cell whose stage waits for runs another tuner holds is
+left for later (revisited while that gets anywhere, else to that tuner). A FatalError
+(no data, no Java, ...) stops the tuner at the first run that meets it.
+
 Selection uses the test accuracy, as the project's other searches did (there is no
 validation split); the finals' other seeds are not selected on.
 """
@@ -69,8 +75,10 @@ from typing import Callable
 from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
 from .experiment import DATA_KEYS, HYPER_KEYS, Cell, _check_keys, _int_list, _require, read_config
-from .results import append_result, git_commit, read_results
-from .sweep import _duration, adopt, calibration, estimate_seconds, result_row, reusable_runs
+from .results import git_commit, read_results
+from .runtime import FatalError
+from .sweep import (_duration, adopt, append_row, calibration, claim, estimate_seconds, held_elsewhere, result_row,
+                    reusable_runs)
 
 TOP_KEYS = {"name", "description", "dataset", "train_size", "test_size", "subset", "epochs",
             "optimizers", "batch_sizes", "hyperparameters", "overrides", "search"}
@@ -452,6 +460,10 @@ class _CellFailed(Exception):
     """A run of the cell failed; the cell's later stages wait for a rerun."""
 
 
+class _CellWaiting(Exception):
+    """Another process holds a run of the cell's stage: its later stages wait for that run."""
+
+
 def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = False,
                  reuse: list[Path] | None = None, train_fn: Callable | None = None,
                  log: Callable[[str], None] | None = None, after_cell: Callable[[], None] | None = None) -> int:
@@ -459,7 +471,9 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
 
     ``train_fn(config, run_dir, options) -> metrics`` (default: lars_systemml.train.train);
     ``reuse``: other results folders whose runs of an identical configuration are adopted;
-    ``after_cell()`` is called after each cell (e.g. to refresh the report).
+    ``after_cell()`` is called after each cell (e.g. to refresh the report). Each run is
+    claimed with a lock (sweep.claim); a cell waiting for runs other processes hold is
+    tried again after the others, as long as that gets anywhere. A FatalError stops it.
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     results = output / "results.csv"
@@ -479,54 +493,88 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
         train_fn = training.train
     output.mkdir(parents=True, exist_ok=True)
     commit = git_commit()
+    held: dict[str, dict | None] = {}  # run id -> the record of the process that holds it
+    moved = 0  # runs finished (here or found finished), to tell whether a pass got anywhere
 
     def ensure(run: Run) -> dict:
         """The run's row: already there, adopted from a --reuse folder, or trained now."""
+        nonlocal moved
         row = _row(rows_by_id(results), run, results)
         if row is not None:
             return row
-        extra = {"stage": run.stage, "trial": run.trial}
-        if run.config_hash in reusable:
-            source, found = reusable[run.config_hash]
-            row = adopt(protocol, run.cell, source, found, output, extra)
-            log(f"{run.run_id}: reused {source / 'runs' / found['run_id']} (test_acc={score(row):.4f})")
-            return row
-        started = time.time()
-        try:
-            metrics = train_fn(run.config, output / "runs" / run.run_id, options)
-        except UserError as exc:
-            log(f"FAILED {run.run_id}: {exc}")
-            raise _CellFailed from None
-        row = {**result_row(protocol, run.cell, metrics, commit), **extra}
-        append_result(results, row)
+        lock = claim(output, run.run_id)
+        if lock is None:  # another tuner finished it meanwhile
+            held.pop(run.run_id, None)
+            moved += 1
+            return _row(rows_by_id(results), run, results)
+        if not lock.held:
+            held[run.run_id] = lock.holder
+            raise _CellWaiting
+        held.pop(run.run_id, None)
+        with lock:
+            extra = {"stage": run.stage, "trial": run.trial}
+            if run.config_hash in reusable:
+                source, found = reusable[run.config_hash]
+                row = adopt(protocol, run.cell, source, found, output, extra)
+                log(f"{run.run_id}: reused {source / 'runs' / found['run_id']} (test_acc={score(row):.4f})")
+                moved += 1
+                return row
+            started = time.time()
+            try:
+                metrics = train_fn(run.config, output / "runs" / run.run_id, options)
+            except FatalError as exc:
+                raise FatalError(f"{exc} (tuning stopped at {run.run_id}: its other runs would fail the "
+                                 f"same way)") from None
+            except UserError as exc:
+                log(f"FAILED {run.run_id}: {exc}")
+                moved += 1
+                raise _CellFailed from None
+            row = {**result_row(protocol, run.cell, metrics, commit), **extra}
+            append_row(output, row)
+        moved += 1
         status = "diverged" if metrics["diverged"] else f"test_acc={metrics['test_accuracy']:.4f}"
         log(f"{run.run_id}: {status} ({time.time() - started:.0f}s, {run.stage}, trial {run.trial})")
         return row
 
     def stage(runs: list[Run]) -> None:
-        """Every run of one stage; a failed one stops the cell after the others (they need not wait)."""
-        failed = 0
+        """Every run of one stage; a failed one stops the cell after the others (they need not wait),
+        as does one another process holds (the cell waits for it)."""
+        failed = waiting = 0
         for run in runs:
             try:
                 ensure(run)
             except _CellFailed:
                 failed += 1
+            except _CellWaiting:
+                waiting += 1
         if failed:
             raise _CellFailed
+        if waiting:
+            raise _CellWaiting
 
     failures = 0
-    for opt, batch in protocol.cells():
-        try:
-            stage([protocol.screen_run(opt, batch, t) for t in range(1, protocol.trials + 1)])
-            p = progress(protocol, opt, batch, rows_by_id(results), results)
-            if protocol.halving:
-                log(f"{opt} b{batch}: screen done, continuing trial(s) {', '.join(f't{t}' for t in p.kept)}")
-            stage([protocol.full_run(opt, batch, t) for t in p.kept])
-            p = progress(protocol, opt, batch, rows_by_id(results), results)
-            stage([protocol.full_run(opt, batch, p.best, seed) for seed in protocol.final_seeds])
-            log(f"{opt} b{batch}: done, best trial t{p.best}")
-        except _CellFailed:
-            failures += 1
-        if after_cell:
-            after_cell()
+    cells = protocol.cells()
+    while cells:  # again over the cells that waited for other processes, while that gets anywhere
+        before, waiting_cells = moved, []
+        for opt, batch in cells:
+            try:
+                stage([protocol.screen_run(opt, batch, t) for t in range(1, protocol.trials + 1)])
+                p = progress(protocol, opt, batch, rows_by_id(results), results)
+                if protocol.halving:
+                    log(f"{opt} b{batch}: screen done, continuing trial(s) {', '.join(f't{t}' for t in p.kept)}")
+                stage([protocol.full_run(opt, batch, t) for t in p.kept])
+                p = progress(protocol, opt, batch, rows_by_id(results), results)
+                stage([protocol.full_run(opt, batch, p.best, seed) for seed in protocol.final_seeds])
+                log(f"{opt} b{batch}: done, best trial t{p.best}")
+            except _CellFailed:
+                failures += 1
+            except _CellWaiting:
+                waiting_cells.append((opt, batch))
+            if after_cell:
+                after_cell()
+        if moved == before:
+            break
+        cells = waiting_cells
+    if held:
+        log(held_elsewhere(held, output))
     return failures

@@ -286,8 +286,10 @@ def test_custom_matrices_shapes_and_subsets(tmp_path):
     assert sub.yt.sum(axis=0).tolist() == [1, 1, 1, 1]
     first = data.load_matrices(str(tmp_path / "s"), train_size=6, subset="first")
     np.testing.assert_array_equal(first.x, m.x[:6])
-    # a size above the set's: all rows (as for MNIST)
-    assert data.load_matrices(str(tmp_path / "s"), train_size=500).x.shape == (40, 192)
+    # a size above the set's is an error naming the count, never a silent cut
+    with pytest.raises(UserError, match=r"train_size 500 is more than the 40 training images of s "):
+        data.load_matrices(str(tmp_path / "s"), train_size=500)
+    assert data.load_matrices(str(tmp_path / "s"), train_size=40).x.shape == (40, 192)
 
 
 def test_fingerprint_covers_every_file(tmp_path):
