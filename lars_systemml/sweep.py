@@ -129,6 +129,8 @@ def result_row(experiment: Experiment, cell: Cell, metrics: dict, commit: str) -
     row = {"config_name": experiment.name, "run_id": cell.run_id, "config_hash": cell.config_hash,
            **cell.config.as_dict()}
     row.update({k: metrics[k] for k in RESULT_COLUMNS if k in metrics and k not in row})
+    if isinstance(metrics.get("data_checksums"), dict):  # what the data files were: one cell of text
+        row["data_checksums"] = " ".join(f"{name}:{md5}" for name, md5 in metrics["data_checksums"].items())
     row["train_size_used"] = metrics["train_size"]
     row["test_size_used"] = metrics["test_size"]
     row["git_commit"] = commit

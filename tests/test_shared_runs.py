@@ -214,3 +214,11 @@ def test_unreadable_sibling_results_are_only_skipped_by_the_estimate(tmp_path, c
     assert f"cost model x2.00, from 1 finished runs in {results}/" in err
     # a row whose numbers do not parse is left out of the factor, not an error
     assert sweep.machine_factor([row, {**row, "wall_seconds": "fast", "batch_size": "big"}]) == pytest.approx(2.0)
+
+
+def test_a_row_records_the_data_checksums_as_one_cell(tmp_path):
+    exp = experiment(tmp_path)
+    cell = exp.cells[0]
+    sums = {"train-images-idx3-ubyte": "aa11", "t10k-labels-idx1-ubyte": "bb22"}
+    row = sweep.result_row(exp, cell, {**metrics(cell.config), "data_checksums": sums}, "abc")
+    assert row["data_checksums"] == "train-images-idx3-ubyte:aa11 t10k-labels-idx1-ubyte:bb22"
