@@ -7,6 +7,8 @@ import sys
 from . import spark
 from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
+from .fsutil import atomic_path, prepare_output_folder, write_json_atomically, write_text_atomically
+from .fsutil import describe as describe_os_error
 from .models import MODELS
 from .schedules import LR_SCALING, SCHEDULES
 
@@ -23,16 +25,17 @@ def _positive_int(text: str) -> int:
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", help="for mnist and fashion-mnist: the folder with the four IDX files (.gz or raw); default: "
+    g.add_argument("--data-dir", metavar="DIR", help="for mnist and fashion-mnist: the folder with the four IDX files (.gz or raw); default: "
                    "$LARS_SYSTEMML_DATA_DIR (MNIST) or $LARS_SYSTEMML_FASHION_DIR (Fashion-MNIST; else "
                    "a fashion-mnist folder next to $LARS_SYSTEMML_DATA_DIR), else the user cache (downloaded once)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
-    g.add_argument("--heap", default="8g", help="JVM heap of the SystemDS driver (default 8g)")
-    g.add_argument("--verbose", action="store_true", help="show SystemDS/JVM output")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--heap", default="8g", help="JVM heap of the SystemDS driver (default %(default)s)")
+    g.add_argument("--verbose", action="store_true", help="show SystemDS/JVM output (default: only in "
+                   "the run's systemds.log)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on stderr)")
     g.add_argument("--stats", action="store_true", help="run SystemDS with -stats (heavy hitters in the log)")
 
 
@@ -45,46 +48,59 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="a model option, repeatable: " + "; ".join(
                        f"{s.name}: " + ", ".join(f"{k}={v}" for k, v in s.options.items())
                        for s in MODELS.values() if s.options))
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="global batch size (images)")
-    g.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="the update rule (default %(default)s); lars and lamb adapt the step per layer")
+    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
+                   help="global batch size in images (default %(default)s)")
+    g.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="E",
+                   help="passes over the training set (default %(default)s)")
     g.add_argument("--lr", type=float, default=d.lr,
-                   help="global learning rate (for --base-batch images when --lr-scaling is set)")
+                   help="global learning rate (for --base-batch images when --lr-scaling is set; "
+                        "default %(default)s)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="lr per step t: inverse_time lr/(1+decay*t) (paper), constant, or "
                         "warmup_poly: linear warmup then polynomial decay (default %(default)s)")
-    g.add_argument("--lr-decay", type=float, default=d.lr_decay, help="inverse-time decay per step: lr/(1+decay*t)")
+    g.add_argument("--lr-decay", type=float, default=d.lr_decay,
+                   help="inverse-time decay per step: lr/(1+decay*t) (default %(default)s)")
     g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
-                   help="warmup_poly: epochs of linear warmup (may be fractional)")
-    g.add_argument("--poly-power", type=float, default=d.poly_power, help="warmup_poly: decay exponent")
+                   help="warmup_poly: epochs of linear warmup, may be fractional (default %(default)s)")
+    g.add_argument("--poly-power", type=float, default=d.poly_power,
+                   help="warmup_poly: decay exponent (default %(default)s)")
     g.add_argument("--lr-scaling", choices=LR_SCALING, default=d.lr_scaling,
-                   help="scale --lr from --base-batch to --batch-size: linear (x B/base) or sqrt")
+                   help="scale --lr from --base-batch to --batch-size: linear (x B/base) or sqrt "
+                        "(default %(default)s)")
     g.add_argument("--base-batch", type=_positive_int, default=d.base_batch,
-                   help="the batch size --lr is given for (with --lr-scaling)")
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--trust-coef", type=float, default=d.trust_coef, help="LARS trust coefficient eta")
-    g.add_argument("--beta1", type=float, default=d.beta1, help="LAMB first-moment decay")
-    g.add_argument("--beta2", type=float, default=d.beta2, help="LAMB second-moment decay")
-    g.add_argument("--eps", type=float, default=d.eps, help="LAMB epsilon")
-    g.add_argument("--parallel-batches", type=_positive_int, default=d.parallel_batches,
-                   help="micro-batches per global batch, computed in a parfor")
+                   help="the batch size --lr is given for (needed by --lr-scaling)")
+    g.add_argument("--momentum", type=float, default=d.momentum,
+                   help="momentum of sgd, nesterov and lars (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="weight decay (default %(default)s)")
+    g.add_argument("--trust-coef", type=float, default=d.trust_coef,
+                   help="LARS trust coefficient eta (default %(default)s)")
+    g.add_argument("--beta1", type=float, default=d.beta1,
+                   help="adamw/lamb first-moment decay (default %(default)s)")
+    g.add_argument("--beta2", type=float, default=d.beta2,
+                   help="adamw/lamb second-moment decay (default %(default)s)")
+    g.add_argument("--eps", type=float, default=d.eps, help="adamw/lamb epsilon (default %(default)s)")
+    g.add_argument("--parallel-batches", type=_positive_int, default=d.parallel_batches, metavar="P",
+                   help="micro-batches per global batch, computed in a parfor (default %(default)s)")
     g.add_argument("--include-biases", action="store_true",
                    help="apply weight decay and the trust ratio to biases too (default: plain momentum)")
     g.add_argument("--standardize", action="store_true",
                    help="shift and scale pixels by the training set's mean and standard deviation "
                         "(default: pixels in [0, 1])")
-    g.add_argument("--eval-every", type=_positive_int, default=d.eval_every,
+    g.add_argument("--eval-every", type=_positive_int, default=d.eval_every, metavar="N",
                    help="evaluate the test set after every N-th epoch and the last (default "
                         "%(default)s: every epoch); saves evaluation time when the curve is not needed")
-    g.add_argument("--seed", type=_positive_int, default=d.seed)
+    g.add_argument("--seed", type=_positive_int, default=d.seed, metavar="S",
+                   help="seed of the initial weights, the batch order and the subsets (default %(default)s)")
     g.add_argument("--dataset", default=d.dataset,
                    help="mnist (default), fashion-mnist, or a folder with dataset.json and train_x, train_y, "
                         "test_x, test_y (.npy or .csv; see README: Data)")
-    g.add_argument("--train-size", type=_positive_int, default=None, help="training subset size (default: all)")
-    g.add_argument("--test-size", type=_positive_int, default=None, help="test subset size (default: all)")
+    g.add_argument("--train-size", type=_positive_int, default=None, metavar="N", help="training subset size (default: all)")
+    g.add_argument("--test-size", type=_positive_int, default=None, metavar="N", help="test subset size (default: all)")
     g.add_argument("--subset", default=d.subset, choices=["stratified", "first"],
-                   help="how subsets are picked: seeded class-stratified, or the first N")
+                   help="how subsets are picked: seeded class-stratified, or the first N (default %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -105,10 +121,8 @@ def record_command(output, argv: list[str]) -> None:
     interpreter's, so that a programmatic ``main([...])`` is recorded as itself.
     """
     import shlex
-    from pathlib import Path
 
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = prepare_output_folder(output)
     with open(output / "commands.txt", "a") as f:
         f.write(shlex.join(["lars-systemml", *argv]) + "\n")
 
@@ -132,12 +146,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from . import data, saved_model
 
     model = saved_model.load(args.model_dir)
+    out = Path(args.output) if args.output else model.folder.parent / "evaluation.json"
+    prepare_output_folder(out.parent)  # before the JVM: an output that cannot be written fails now
     trained = model.info["dataset"]
     dataset = args.dataset or trained["dataset"]
     same_data = dataset == trained["dataset"]
@@ -148,8 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             trained["subset"] if same_data else "stratified")
     result = {**saved_model.evaluate(model, prepared, heap=args.heap), "dataset": dataset,
               "data_dir": prepared.source, "test_size": prepared.test_size, "model_dir": str(model.folder)}
-    out = Path(args.output) if args.output else model.folder.parent / "evaluation.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomically(out, result)
     print(f"{model.info['model']} on {dataset} ({prepared.test_size} test images): "
           f"test_acc={result['test_accuracy']:.4f} test_loss={result['test_loss']:.4f} -> {out}")
     return 0
@@ -164,13 +178,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = saved_model.load(args.model_dir)
     images = datasets.read_images(args.input, model.shape)
-    probs = saved_model.predict(model, images, heap=args.heap)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out.parent)
+    probs = saved_model.predict(model, images, heap=args.heap)
     header = ",".join([f"prob_{k}" for k in range(probs.shape[1])] + ["predicted"])
     table = np.column_stack([probs, probs.argmax(axis=1)])
-    np.savetxt(out, table, delimiter=",", header=header, comments="",
-               fmt=["%.17g"] * probs.shape[1] + ["%d"])
+    with atomic_path(out) as tmp:
+        np.savetxt(tmp, table, delimiter=",", header=header, comments="",
+                   fmt=["%.17g"] * probs.shape[1] + ["%d"])
     print(f"{len(probs)} predictions -> {out}")
     return 0
 
@@ -182,13 +197,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     model = saved_model.load(args.model_dir)
     out = Path(args.output) if args.output else model.folder / "weights.npz"
+    prepare_output_folder(out.parent)
     saved_model.export_npz(model, out)
     print(out)
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import shutil
     from pathlib import Path
 
     from .experiment import load_experiment
@@ -203,9 +218,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
                          progress=not args.no_progress, stats=args.stats,
                          spark=spark.options_from_args(args))
-    if not args.dry_run:
-        output.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.config, output / "config.toml")
+    if not args.dry_run:  # an output that cannot be written fails here, before any run
+        prepare_output_folder(output)
+        write_text_atomically(output / "config.toml", Path(args.config).read_text())
         record_command(output, args.argv)
     failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run,
                          reuse=[Path(p) for p in args.reuse or []])
@@ -239,7 +254,6 @@ def cmd_max_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    import shutil
     from pathlib import Path
 
     from .train import RunOptions
@@ -249,14 +263,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     protocol = load_protocol(args.config)
     output = Path(args.output or f"results/{protocol.name}")
     if args.report:
+        prepare_output_folder(output)
         for path in write_report(protocol, output):
             print(path)
         return 0
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
                          progress=not args.no_progress, stats=args.stats)
-    if not args.dry_run:
-        output.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.config, output / "config.toml")
+    if not args.dry_run:  # an output that cannot be written fails here, before any run
+        prepare_output_folder(output)
+        write_text_atomically(output / "config.toml", Path(args.config).read_text())
         record_command(output, args.argv)
 
     def report() -> None:  # after every cell, so the summary follows a long protocol
@@ -297,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     add_runtime_options(p)
     spark.add_options(p)
-    p.add_argument("--output", help="output folder (default runs/<optimizer>-b<B>-s<seed>): metrics.json, "
-                   "steps.csv, the trained model in model/")
+    p.add_argument("--output", metavar="DIR", help="output folder (default runs/<optimizer>-b<B>-s<seed>): "
+                   "metrics.json, steps.csv, systemds.log, the trained model in model/; an earlier run there "
+                   "is replaced only once the new one has finished")
     p.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
                    help="write a checkpoint after every N-th epoch (default %(default)s), for --resume")
     p.add_argument("--resume", action="store_true",
@@ -330,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="run every (optimizer, batch size, seed) of an experiment config, resumably")
-    p.add_argument("--config", required=True, help="experiment TOML, e.g. experiments/paper.toml")
-    p.add_argument("--output", help="results folder (default results/<config name>)")
+    p.add_argument("--config", required=True, metavar="TOML", help="experiment TOML, e.g. experiments/paper.toml")
+    p.add_argument("--output", metavar="DIR", help="results folder (default results/<config name>)")
     p.add_argument("--only", nargs="+", metavar="KEY=VALUE[,VALUE]",
                    help="run only matching cells, e.g. --only optimizer=lars batch_size=1024,2048")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the estimated time, run nothing")
@@ -345,19 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("max-batch", help="the largest batch size reaching a target test accuracy "
                        "within a config's epoch budget (bisection on a log2 grid, reusing finished runs)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, required=True)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, required=True,
+                   help="the optimizer whose largest batch size is sought (one of the config's)")
     p.add_argument("--target", type=float, required=True, help="mean test accuracy over seeds, e.g. 0.98")
-    p.add_argument("--config", required=True, help="experiment TOML, e.g. experiments/tuned.toml: its "
+    p.add_argument("--config", required=True, metavar="TOML", help="experiment TOML, e.g. experiments/tuned.toml: its "
                    "smallest..largest batch sizes span the grid, its settings define every run")
-    p.add_argument("--output", help="results folder shared with `sweep` (default results/<config name>)")
+    p.add_argument("--output", metavar="DIR", help="results folder shared with `sweep` (default results/<config name>)")
     add_data_options(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_max_batch)
 
     p = sub.add_parser("tune", help="an equal-budget tuning protocol: the same seeded random search, "
                        "successive halving and 3-seed finals for every (optimizer, batch size), resumably")
-    p.add_argument("--config", required=True, help="protocol TOML with a [search] table, e.g. experiments/fair.toml")
-    p.add_argument("--output", help="results folder (default results/<config name>)")
+    p.add_argument("--config", required=True, metavar="TOML", help="protocol TOML with a [search] table, e.g. experiments/fair.toml")
+    p.add_argument("--output", metavar="DIR", help="results folder (default results/<config name>)")
     p.add_argument("--dry-run", action="store_true", help="print the trials, the plan and the estimated time, "
                    "run nothing")
     p.add_argument("--reuse", nargs="+", metavar="DIR",
@@ -370,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("plot", help="figures (PNG, SVG) and summary.md from results.csv")
-    p.add_argument("--input", nargs="+", required=True,
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="results folder(s) or CSV file(s); several are drawn on one figure")
-    p.add_argument("--output", help="where to write (default: the first input folder)")
+    p.add_argument("--output", metavar="DIR", help="folder to write the figures and summary.md to (default: the first input folder)")
     p.add_argument("--title", help="figure and summary title (default: the config names)")
     p.set_defaults(func=cmd_plot)
     return parser
@@ -394,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file-system failure not met before: one line naming the path and the fix
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -14,7 +14,6 @@ trained and appended there, so a sweep and the finder never repeat each other.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Callable
 
 from .errors import UserError
 from .experiment import Experiment
+from .fsutil import prepare_output_folder, write_json_atomically
 from .results import append_result, git_commit, read_results
 from .sweep import result_row
 
@@ -84,7 +84,7 @@ def evaluate(experiment: Experiment, optimizer: str, batch_size: int, output: Pa
         raise UserError(f"{experiment.source} has a [grid]: max-batch needs one run per "
                         f"(optimizer, batch size, seed)")
     results = output / "results.csv"
-    done = {row["run_id"]: row for row in read_results(results)}
+    done = {row["run_id"]: row for row in read_results(results, complete=True)}
     trial = Trial(batch_size, [], [], 0, 0)
     for cell in cells:
         row = done.get(cell.run_id)
@@ -113,7 +113,7 @@ def find_max_batch(experiment: Experiment, optimizer: str, target: float, output
     if not 0 < target <= 1:
         raise UserError(f"target must be a test accuracy in (0, 1], e.g. 0.98, got {target}")
     log = log or (lambda line: print(line, file=sys.stderr))
-    output.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(output)  # a folder that cannot be written fails here, before any run
     grid = batch_grid(min(experiment.batch_sizes), max(experiment.batch_sizes))
     epochs = experiment.cells_for(optimizer, grid[0])[0].config.epochs
     result = MaxBatchResult(optimizer, target, epochs, grid, None)
@@ -169,6 +169,5 @@ def report(result: MaxBatchResult) -> str:
 
 
 def write_json(result: MaxBatchResult, output: Path) -> Path:
-    path = output / f"max_batch-{result.optimizer}-{result.target:g}.json"
-    path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-    return path
+    return write_json_atomically(output / f"max_batch-{result.optimizer}-{result.target:g}.json",
+                                 result.as_dict())

@@ -5,10 +5,15 @@ Every command that trains (``sweep``, ``max-batch``) appends here and every repo
 
 - ``RESULT_COLUMNS``: the header this version writes: the run's name, id and config
   hash, every ``TrainConfig`` field, then what the run measured and where it ran.
-- ``read_results``: the rows as strings (csv.DictReader), a trailing partial line from
-  a kill ignored, a file of an older version read with today's columns.
+- ``read_results``: the rows as strings (csv.DictReader), each checked (field count, and
+  the typed columns of ``COLUMN_TYPES`` parse): a garbled row or a foreign header is a
+  one-line UserError naming the file and line; a trailing partial line (a crash
+  mid-append: the file does not end in a newline) is dropped with a one-line warning; a
+  file of an older version is read with today's columns.
 - ``append_result``: one row, written with one write() and fsync'ed, so Ctrl-C or a
-  crash never loses or half-writes a finished run; an older file is upgraded first.
+  crash never loses or half-writes a finished run, and a failed write (a full disk) is
+  undone so the file keeps its earlier rows intact; an older file is upgraded first
+  (atomically).
 - ``git_commit``: the code version a row records.
 
 Older files: columns are only ever added, as ``LATER_FIELDS`` (run settings, config.py)
@@ -21,11 +26,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 from .config import LATER_FIELDS, TrainConfig
 from .errors import UserError
+from .fsutil import atomic_path
 
 # Columns added after v0.1 that are no run setting, empty in older rows and where they do
 # not apply: a tuning run's stage ("screen", "full", "final") and 1-based trial number
@@ -39,6 +48,27 @@ RESULT_COLUMNS = (
        "backend", "systemds_version", "git_commit", "finished_at"]
     + list(LATER_COLUMNS)
 )
+
+
+def _column_types() -> dict[str, tuple[str, bool]]:
+    """The typed columns as {name: (kind, may be empty)}, kind "int", "float" or "bool";
+    the others (names, hashes, versions, times) are free text."""
+    types = {}
+    for f in fields(TrainConfig):
+        kind = str(f.type).replace(" ", "")
+        optional = kind.endswith("|None")
+        kind = kind.removesuffix("|None")
+        if kind in ("int", "float", "bool"):
+            types[f.name] = (kind, optional)
+    types.update({c: ("int", False) for c in ("train_size_used", "test_size_used", "epochs_run", "steps")})
+    types.update({c: ("float", False) for c in ("train_accuracy", "test_accuracy", "generalization_error")})
+    # a diverged run has no finite loss (written empty); times are absent from hand-made rows
+    types.update({c: ("float", True) for c in ("train_loss", "test_loss", "wall_seconds", "train_seconds")})
+    types.update({"diverged": ("bool", False), "trial": ("int", True)})
+    return types
+
+
+COLUMN_TYPES = _column_types()
 # The columns of results.csv as v0.1 wrote them (before the LATER_FIELDS settings existed).
 V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS and c not in LATER_COLUMNS]
 
@@ -76,9 +106,76 @@ def _older_columns(columns: list[str]) -> list[str] | None:
     return missing if [c for c in RESULT_COLUMNS if c in columns] == columns else None
 
 
-def read_results(path: Path) -> list[dict]:
-    """Rows of results.csv (values as strings); a trailing partial line (from a kill mid-write) is ignored.
+_warned: set[tuple[str, int]] = set()
 
+
+def _warn_once(path: Path, line: int) -> None:
+    """The partial-line warning, once per file and line in a process (the file is read often)."""
+    if (str(path), line) not in _warned:
+        _warned.add((str(path), line))
+        print(f"warning: {path}, line {line}: dropped an incomplete last row (a write cut short by a "
+              f"crash or kill; that run is not counted and will run again)", file=sys.stderr)
+
+
+def _complete_text(path: Path) -> str:
+    """The file's text up to its last newline; a partial last line is dropped with a warning."""
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        kept = text[: text.rfind("\n") + 1]
+        _warn_once(path, kept.count("\n") + 1)
+        text = kept
+    return text
+
+
+def _check_value(value: str, kind: str, optional: bool) -> str | None:
+    """What is wrong with ``value`` as a ``kind`` column, or None if it parses."""
+    if value == "":
+        return None if optional else f"is empty, expected {'an' if kind == 'int' else 'a'} {kind}"
+    if kind == "bool":
+        return None if value.lower() in ("true", "false") else f"= {value!r} is not True or False"
+    if kind == "int":
+        return None if re.fullmatch(r"[+-]?\d+", value) else f"= {value!r} is not an integer"
+    try:
+        float(value)
+    except ValueError:
+        return f"= {value!r} is not a number"
+    return None
+
+
+def check_row(row: dict, path: Path, line: int, ncolumns: int, complete: bool = False) -> None:
+    """A one-line UserError naming the file and line if ``row`` (csv.DictReader's) is garbled;
+    ``complete``: also if a typed column that every finished run fills is empty."""
+    fix = "fix or delete that line (each line is one finished run; a deleted run runs again)"
+    if None in row or any(v is None for v in row.values()):
+        count = ncolumns + len(row.get(None) or []) - sum(v is None for k, v in row.items() if k is not None)
+        raise UserError(f"{path}, line {line}: {count} fields, the header has {ncolumns}: {fix}")
+    for column, (kind, optional) in COLUMN_TYPES.items():
+        if column in row:
+            problem = _check_value(row[column], kind, optional or not complete)
+            if problem:
+                raise UserError(f"{path}, line {line}: {column} {problem}: {fix}")
+
+
+def _header_problem(columns: list[str]) -> str:
+    unknown = [c for c in columns if c not in RESULT_COLUMNS]
+    missing = [c for c in RESULT_COLUMNS if c not in columns]
+    if not columns:
+        return "no header"
+    if unknown:
+        return f"unknown column {unknown[0]!r}"
+    if missing:
+        return f"no column {missing[0]!r}"
+    return "the columns in another order"
+
+
+def read_results(path: Path, complete: bool = False) -> list[dict]:
+    """Rows of results.csv (values as strings), each checked; a trailing partial line (from a kill
+    mid-write) is dropped with a warning.
+
+    A garbled row (a field count other than the header's, an int/float/bool column that does
+    not parse) or a header this version does not read is a one-line UserError naming the
+    file and line. ``complete`` (for reports, which compute with every value): a typed
+    column that every finished run fills (COLUMN_TYPES, not optional) may not be empty.
     A file written by an older version (lacking some LATER_FIELDS or LATER_COLUMNS, v0.1
     all of them) is read with those settings at their defaults, which is what its runs
     used, and those columns empty.
@@ -86,18 +183,19 @@ def read_results(path: Path) -> list[dict]:
     """
     if not path.is_file():
         return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    rows = list(reader)
+    reader = csv.DictReader(io.StringIO(_complete_text(path)))
     columns = reader.fieldnames or []
     missing = _older_columns(columns)
+    if columns and columns != RESULT_COLUMNS and not missing:
+        raise UserError(f"{path}, line 1: other columns than this version writes ({_header_problem(columns)}): "
+                        f"not a results.csv of lars-systemml, or of a newer version; use a new --output folder")
+    rows = []
+    for row in reader:
+        check_row(row, path, reader.line_num, len(columns), complete)
+        rows.append(row)
     if rows and missing:
         defaults = _defaults_as_written(missing)
         rows = [{k: {**row, **defaults}[k] for k in RESULT_COLUMNS} for row in rows]
-    elif rows and columns != RESULT_COLUMNS:
-        raise UserError(f"{path} has other columns than this version writes: use a new --output folder")
     return rows
 
 
@@ -112,28 +210,41 @@ def _upgrade(path: Path) -> None:
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(path.name + ".upgrade")
-    with open(tmp, "w") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a full disk leaves the old file as it was
+        tmp.write_text(buffer.getvalue())
 
 
 def append_result(path: Path, row: dict) -> None:
-    """Append one row (header first if the file is new), durably; columns not in ``row`` stay empty."""
+    """Append one row (header first if the file is new), durably; columns not in ``row`` stay empty.
+
+    The file is checked first (read_results: a garbled one is an error, not appended to);
+    a partial last line left by a kill is cut off (in place: no new space needed). The
+    row is one write() and an fsync; if either fails (a full disk), the file is cut back to
+    its earlier length, so its finished rows stay valid.
+    """
+    if path.is_file() and path.stat().st_size:
+        read_results(path)
+        text = path.read_bytes()
+        if not text.endswith(b"\n"):  # drop a partial line left by a kill
+            os.truncate(path, text.rfind(b"\n") + 1)
+        _upgrade(path)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    new = not path.is_file() or path.stat().st_size == 0
-    if new:
+    if not path.is_file() or path.stat().st_size == 0:
         writer.writeheader()
-    else:
-        if not path.read_text().endswith("\n"):  # drop a partial line left by a kill
-            text = path.read_text()
-            path.write_text(text[: text.rfind("\n") + 1])
-        _upgrade(path)
     writer.writerow({k: row.get(k, "") for k in RESULT_COLUMNS})
-    with open(path, "a") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
+    data = buffer.getvalue().encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "No space left on device (short write)", str(path))
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            if exc.filename is None:
+                exc.filename = str(path)
+            raise
+    finally:
+        os.close(fd)

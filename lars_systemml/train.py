@@ -1,7 +1,6 @@
 """One training run: prepare the data, run dml/train.dml on SystemDS, collect metrics, save the model."""
 from __future__ import annotations
 
-import json
 import math
 import sys
 import tempfile
@@ -15,10 +14,13 @@ from . import data, datasets, models, runtime, saved_model, spark
 from .checkpoint import Checkpoints
 from .config import TrainConfig
 from .errors import DMLError, UserError
+from .fsutil import atomic_path, translate_os_errors, write_json_atomically
+from .runfolder import RunFolder
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "steps", "seconds", "diverged"]
 TRACE_COLUMNS = ["step", "epoch", "lr", "batch_loss"]
 TRACE_FILE = "steps.csv"
+LOG_FILE = "systemds.log"
 FINAL_COLUMNS = ["train_accuracy", "test_accuracy", "train_loss", "test_loss", "diverged",
                  "epochs_run", "steps", "train_seconds"]
 # How dml/train.dml's micro-batch parfor runs locally: SystemDS's defaults (threads of one JVM).
@@ -100,16 +102,29 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
 
     Also writes ``output/steps.csv``, the per-step trace (TRACE_COLUMNS: 1-based
     step, epoch, learning rate, mean batch loss in nats), one row per update, and
-    while it runs ``output/checkpoint/`` after every ``options.checkpoint_every``-th
-    epoch (lars_systemml/checkpoint.py), removed when the run ends.
+    ``output/systemds.log``.
+
+    Nothing is lost on failure (lars_systemml/runfolder.py): the result files are
+    written to a hidden folder beside ``output`` (``.<name>.partial-<host>-<pid>``) and
+    swapped in as the new ``output`` only when all of them are complete, so a failed,
+    interrupted or killed run leaves an earlier run in ``output`` intact (a SystemDS
+    failure adds its log there as ``systemds-failed.log``). ``output`` must be a run
+    folder (new, empty, or an earlier run's): its old contents are replaced as a whole.
+
+    The checkpoints are no result: while the run goes on they are written to
+    ``output/checkpoint/`` after every ``options.checkpoint_every``-th epoch
+    (lars_systemml/checkpoint.py), where an interrupted run leaves them to resume
+    from; the swap removes them with the old folder.
     ``options.resume``: continue from the checkpoint there if it belongs to this run
     ("auto": if there is one, else start over; True: a checkpoint of another run is an
     error, and no checkpoint a note; False: start over).
 
     Everything that can be checked before the JVM starts (hyperparameters, the model
-    against the data's shape, Java, data; Spark and its master) is checked first. A
-    run whose loss becomes NaN/inf ends early and is reported with ``diverged: true``;
-    a SystemDS or Spark failure raises DMLError and leaves no metrics.json.
+    against the data's shape, Java, the output folder (created and probed: an existing
+    file, a read-only or full disk, missing permissions), data; Spark and its master) is
+    checked first. A run whose loss becomes NaN/inf ends early and is reported with
+    ``diverged: true``; a SystemDS or Spark failure raises DMLError, a file-system
+    failure fsutil.FileSystemError, and neither changes ``output``'s earlier run.
     """
     options = options or RunOptions()
     config.validate()
@@ -119,16 +134,47 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     if options.spark:
         spark.preflight(options.spark)
     started = time.time()
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "metrics.json").unlink(missing_ok=True)  # never leave an older run's result
+    folder = RunFolder(output)
+    partial = folder.prepare()
+    checkpoints = Checkpoints(folder.output)
+    try:
+        with translate_os_errors(partial):
+            metrics = _run(config, spec, folder, checkpoints, options, started)
+    except DMLError as exc:
+        log = folder.keep_failed_log(partial / LOG_FILE)
+        _drop_unresumable(folder, checkpoints)
+        if log is not None:
+            raise DMLError(str(exc).replace(str(partial / LOG_FILE), str(log))) from exc
+        raise
+    except BaseException:
+        _drop_unresumable(folder, checkpoints)
+        raise
+    folder.commit()
+    return metrics
 
+
+def _drop_unresumable(folder: RunFolder, checkpoints: Checkpoints) -> None:
+    """After a failure: remove the partial folder, and a checkpoint folder with no finished epoch
+    (and the output folder, if this run created it and it is left empty)."""
+    folder.discard()
+    try:  # tidying only: never hide the failure that got us here
+        if checkpoints.folder.is_dir() and checkpoints.latest() is None:
+            checkpoints.clear()
+        if not folder.existed and folder.output.is_dir() and not any(folder.output.iterdir()):
+            folder.output.rmdir()
+    except (OSError, ValueError):
+        pass
+
+
+def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints, options: RunOptions,
+         started: float) -> dict:
+    """train()'s work: the result files go to ``folder.partial``, the checkpoints to ``checkpoints``."""
+    out = folder.partial
     t0 = time.time()
     prepared = data.prepare(config.dataset, options.data_dir, config.train_size,
                             config.test_size, config.subset)
     prepare_seconds = time.time() - t0
 
-    checkpoints = Checkpoints(output)
     resume_from = (checkpoints.check_resumable(run_record(config, prepared), strict=options.resume is True)
                    if options.resume else None)
     if options.resume is True and resume_from is None:
@@ -155,12 +201,11 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         script = models.render(runtime.dml_dir() / "train.dml", config.model, tmp)
         if options.spark:
             cmd, env = spark.submit_command(script, nvargs, sds_config, options.spark, tmp, heap=options.heap,
-                                            stats=options.stats, name=f"lars-systemml {output.name}")
+                                            stats=options.stats, name=f"lars-systemml {folder.output.name}")
         else:
             cmd, env = runtime.local_command(script, nvargs, sds_config, heap=options.heap,
                                              stats=options.stats, jvm_flags=options.jvm_flags), None
-        log_path = output / "systemds.log"
-        log_path.unlink(missing_ok=True)
+        log_path = out / LOG_FILE
         progress = _EpochProgress(config, options.progress, checkpoints,
                                   resume_from["seconds"] if resume_from else {})
         echo = (lambda line: print(line, file=sys.stderr)) if options.verbose else None
@@ -176,10 +221,11 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         history = _read_csv_matrix(tmp / "history.csv", len(HISTORY_COLUMNS))
         final = dict(zip(FINAL_COLUMNS, _read_csv_matrix(tmp / "final.csv", len(FINAL_COLUMNS))[0]))
         trace = _read_csv_matrix(tmp / "trace.csv", len(TRACE_COLUMNS))
-        saved_model.save(tmp / "model", output / "model", config, spec, prepared, progress.names)
+        saved_model.save(tmp / "model", out / "model", config, spec, prepared, progress.names)
     trace = trace[trace[:, 0] > 0]  # no update taken: DML writes one zero row
-    np.savetxt(output / TRACE_FILE, trace, delimiter=",", fmt=["%d", "%d", "%.17g", "%.17g"],
-               header=",".join(TRACE_COLUMNS), comments="")
+    with atomic_path(out / TRACE_FILE) as path:
+        np.savetxt(path, trace, delimiter=",", fmt=["%d", "%d", "%.17g", "%.17g"],
+                   header=",".join(TRACE_COLUMNS), comments="")
 
     diverged = bool(final["diverged"]) or not (math.isfinite(final["train_loss"]) and math.isfinite(final["test_loss"]))
     metrics = {
@@ -219,6 +265,5 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         row["diverged"] = bool(row["diverged"])
         if row["epoch"] in progress.seconds:  # "seconds" split into training loop and test evaluation
             row["loop_seconds"], row["eval_seconds"] = progress.seconds[row["epoch"]]
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    checkpoints.clear()
+    write_json_atomically(out / "metrics.json", metrics)
     return metrics

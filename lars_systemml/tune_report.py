@@ -9,6 +9,9 @@
   much each optimizer needs the tuning.
 
 The selections shown are recomputed by ``tune.progress``, the code the tuner selects with.
+Every file is written under a temporary name and renamed into place (fsutil), so a failure
+(a full disk) leaves the earlier report as it was; a garbled results.csv is a one-line error
+naming its file and line (results.read_results).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from .errors import UserError
+from .fsutil import write_text_atomically
 from .results import read_results
 from .tune import CellProgress, Protocol, progress, score
 
@@ -52,7 +56,7 @@ def _finals_text(stats: dict | None) -> str:
 
 def states(protocol: Protocol, output: Path) -> dict[tuple[str, int], CellProgress]:
     results = output / "results.csv"
-    rows = {row["run_id"]: row for row in read_results(results)}
+    rows = {row["run_id"]: row for row in read_results(results, complete=True)}
     if not rows:
         raise UserError(f"{results} has no results: run `lars-systemml tune --config {protocol.source}` first")
     return {(o, b): progress(protocol, o, b, rows, results) for o, b in protocol.cells()}
@@ -195,6 +199,6 @@ def write_report(protocol: Protocol, output: Path) -> list[Path]:
     written = []
     for batch in sorted(protocol.batch_sizes, reverse=True):
         written += plot_best_so_far(protocol, cells, batch, output)
-    summary = output / "summary.md"
-    summary.write_text(summary_markdown(protocol, cells, read_results(output / "results.csv")))
+    summary = write_text_atomically(output / "summary.md", summary_markdown(
+        protocol, cells, read_results(output / "results.csv", complete=True)))
     return written + [summary]
