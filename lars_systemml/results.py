@@ -16,10 +16,11 @@ Every command that trains (``sweep``, ``max-batch``) appends here and every repo
   (atomically).
 - ``git_commit``: the code version a row records.
 
-Older files: columns are only ever added, as ``LATER_FIELDS`` (run settings, config.py)
-or ``LATER_COLUMNS`` (facts about a row, empty when not known), so an older header is
-today's columns, in order, less some of those; its runs used those settings at their
-defaults, which is what reading fills in.
+Older files: columns are only ever added, as ``LATER_FIELDS`` (run settings, config.py),
+``LATER_COLUMNS`` (a row's role in a tuning protocol) or ``LATER_FACTS`` (facts about a
+row's run), the last two empty when not known, so an older header is today's columns, in
+order, less some of those; its runs used those settings at their defaults, which is what
+reading fills in.
 """
 from __future__ import annotations
 
@@ -40,13 +41,16 @@ from .fsutil import atomic_path
 # not apply: a tuning run's stage ("screen", "full", "final") and 1-based trial number
 # (lars_systemml/tune.py); a sweep's rows leave them empty.
 LATER_COLUMNS = ("stage", "trial")
+# Facts about a row's run added later, empty in older rows: what the data files were by
+# content (data.py: a known data set's name or "custom", and "file:md5 ..." of their bytes).
+LATER_FACTS = ("data_identity", "data_checksums")
 RESULT_COLUMNS = (
     ["config_name", "run_id", "config_hash"]
     + TrainConfig.field_names()
     + ["train_size_used", "test_size_used", "train_accuracy", "test_accuracy", "generalization_error",
        "train_loss", "test_loss", "diverged", "epochs_run", "steps", "wall_seconds", "train_seconds",
        "backend", "systemds_version", "git_commit", "finished_at"]
-    + list(LATER_COLUMNS)
+    + list(LATER_COLUMNS) + list(LATER_FACTS)
 )
 
 
@@ -70,7 +74,7 @@ def _column_types() -> dict[str, tuple[str, bool]]:
 
 COLUMN_TYPES = _column_types()
 # The columns of results.csv as v0.1 wrote them (before the LATER_FIELDS settings existed).
-V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS and c not in LATER_COLUMNS]
+V1_COLUMNS = [c for c in RESULT_COLUMNS if c not in LATER_FIELDS + LATER_COLUMNS + LATER_FACTS]
 
 
 def git_commit() -> str:
@@ -87,9 +91,10 @@ def git_commit() -> str:
 
 
 def _defaults_as_written(keys: list[str]) -> dict:
-    """These LATER_FIELDS at their defaults and LATER_COLUMNS empty, as csv.DictWriter writes them."""
+    """These LATER_FIELDS at their defaults and LATER_COLUMNS and LATER_FACTS empty, as csv.DictWriter
+    writes them."""
     buffer = io.StringIO()
-    defaults = {k: "" if k in LATER_COLUMNS else getattr(TrainConfig(), k) for k in keys}
+    defaults = {k: "" if k in LATER_COLUMNS + LATER_FACTS else getattr(TrainConfig(), k) for k in keys}
     csv.DictWriter(buffer, fieldnames=list(defaults), lineterminator="\n").writerow(defaults)
     return dict(zip(defaults, next(csv.reader(io.StringIO(buffer.getvalue())))))
 
@@ -97,11 +102,11 @@ def _defaults_as_written(keys: list[str]) -> dict:
 def _older_columns(columns: list[str]) -> list[str] | None:
     """The later columns that an older version's header lacks, or None if it is not such a header.
 
-    An older header is today's columns, in order, less some LATER_FIELDS and LATER_COLUMNS
+    An older header is today's columns, in order, less some LATER_FIELDS, LATER_COLUMNS and LATER_FACTS
     (v0.1 wrote none of them); its runs used those settings at their defaults.
     """
     missing = [c for c in RESULT_COLUMNS if c not in columns]
-    if not missing or not set(missing) <= set(LATER_FIELDS) | set(LATER_COLUMNS):
+    if not missing or not set(missing) <= set(LATER_FIELDS + LATER_COLUMNS + LATER_FACTS):
         return None
     return missing if [c for c in RESULT_COLUMNS if c in columns] == columns else None
 
@@ -176,9 +181,9 @@ def read_results(path: Path, complete: bool = False) -> list[dict]:
     not parse) or a header this version does not read is a one-line UserError naming the
     file and line. ``complete`` (for reports, which compute with every value): a typed
     column that every finished run fills (COLUMN_TYPES, not optional) may not be empty.
-    A file written by an older version (lacking some LATER_FIELDS or LATER_COLUMNS, v0.1
-    all of them) is read with those settings at their defaults, which is what its runs
-    used, and those columns empty.
+    A file written by an older version (lacking some LATER_FIELDS, LATER_COLUMNS or
+    LATER_FACTS, v0.1 all of them) is read with those settings at their defaults, which is
+    what its runs used, and those columns empty.
     A missing file has no rows.
     """
     if not path.is_file():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,8 +180,9 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
         print(f"note: no checkpoint in {checkpoints.folder} to resume from: starting at epoch 1", file=sys.stderr)
     checkpoints.start(run_record(config, prepared), keep=resume_from is not None)
 
-    with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
-        tmp = Path(tmp)
+    # the run's temporary folder (SystemDS scratch, the JVM's java.io.tmpdir): removed when the
+    # run ends, and by the next run if this process is killed (runtime.work_dir)
+    with runtime.work_dir() as tmp:
         settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
                     **runtime.tuned_settings(tmp)}
         if options.spark:
@@ -204,7 +204,8 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
                                             stats=options.stats, name=f"lars-systemml {folder.output.name}")
         else:
             cmd, env = runtime.local_command(script, nvargs, sds_config, heap=options.heap,
-                                             stats=options.stats, jvm_flags=options.jvm_flags), None
+                                             stats=options.stats, jvm_flags=options.jvm_flags,
+                                             tmpdir=tmp / "java-tmp"), None
         log_path = out / LOG_FILE
         progress = _EpochProgress(config, options.progress, checkpoints,
                                   resume_from["seconds"] if resume_from else {})
@@ -233,6 +234,9 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
         "hyperparameters": config.hyperparameters(),
         "data_dir": prepared.source,
         "dataset_name": prepared.dataset_name,
+        # what the data files are by content: a known data set's name, or "custom" (data.py)
+        "data_identity": prepared.identity,
+        "data_checksums": prepared.checksums,
         "shape": prepared.shape.script_args(),
         "train_size": prepared.train_size,
         "test_size": prepared.test_size,

@@ -494,3 +494,13 @@ def test_a_header_cut_short_is_replaced_by_a_whole_one(tmp_path):
     append_result(path, row())
     assert path.read_text().splitlines()[0].split(",") == RESULT_COLUMNS
     assert [r["run_id"] for r in read_results(path)] == ["sgd-b100-s1"]
+
+
+def test_a_row_keeps_what_the_data_was_and_older_files_read_without_it(tmp_path):
+    path = tmp_path / "results.csv"
+    older = [c for c in RESULT_COLUMNS if c not in results.LATER_FACTS]  # written before these columns
+    path.write_text(",".join(older) + "\n")
+    append_result(path, row(data_identity="custom", data_checksums="train-images-idx3-ubyte:6bbc"))
+    [read] = read_results(path, complete=True)
+    assert (read["data_identity"], read["data_checksums"]) == ("custom", "train-images-idx3-ubyte:6bbc")
+    assert path.read_text().splitlines()[0].split(",") == RESULT_COLUMNS
