@@ -6,7 +6,7 @@
   written under a temporary name beside it, fsync'ed and renamed over the target
   (``os.replace``), so a reader sees the old file or the new one, never half of one, and
   a failed write (a full disk) leaves the old file as it was.
-- ``FileSystemError``: an OSError as a one-line ``UserError`` naming the path and the fix
+- ``FileSystemError``: an OSError as a one-line error (a ``runtime.FatalError``) naming the path and the fix
   (``describe``); ``translate_os_errors`` turns the OSErrors of a block into it.
 """
 from __future__ import annotations
@@ -20,17 +20,17 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
+from .runtime import FatalError
 
 PROBE_BYTES = 4096  # one file-system block: a full disk refuses it
 PROBE_PREFIX = ".lars-systemml-probe-"
 
 
-class FileSystemError(UserError):
+class FileSystemError(FatalError):
     """An output that cannot be written: not a folder, read-only, no permission, disk full.
 
-    Every later run into the same place would fail the same way, so a caller running many
-    (a sweep) may stop at the first one.
+    Every later run into the same place would fail the same way, so it is a FatalError:
+    ``sweep`` and ``tune`` stop at the first run that raises it.
     """
 
 

@@ -74,20 +74,20 @@ class RunFolder:
         resolved = out.resolve()
         cwd = Path.cwd().resolve()
         if not out.name or resolved == cwd or resolved in cwd.parents:
-            raise UserError(f"--output {out} is the working folder or holds it: name a folder for the run, "
-                            f"e.g. runs/my-run")
+            raise UserError(f"output folder {out} is the working folder or holds it: name a folder for the "
+                            f"run, e.g. runs/my-run")
         if out.exists() and not out.is_dir():
-            raise FileSystemError(f"--output {out} is an existing file, not a folder: choose another "
+            raise FileSystemError(f"output folder {out} is an existing file, not a folder: choose another "
                                   f"path, or move that file away")
         self._recover()
         if out.is_dir():
             foreign = sorted(p.name for p in out.iterdir()
                              if p.name not in KNOWN_ENTRIES and not p.name.startswith(PROBE_PREFIX))
             if foreign:
-                raise UserError(f"--output {out} holds files that are not a training run's "
+                raise UserError(f"output folder {out} holds files that are not a training run's "
                                 f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): a new run "
                                 f"replaces the whole folder, so choose a new or empty folder, or move them away")
-        prepare_output_folder(out.parent, "the folder of --output")
+        prepare_output_folder(out.parent, f"the folder of {out.name}")
         self.existed = out.is_dir()
         with translate_os_errors(out):
             if self.existed:

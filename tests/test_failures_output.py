@@ -504,3 +504,18 @@ def test_a_row_keeps_what_the_data_was_and_older_files_read_without_it(tmp_path)
     [read] = read_results(path, complete=True)
     assert (read["data_identity"], read["data_checksums"]) == ("custom", "train-images-idx3-ubyte:6bbc")
     assert path.read_text().splitlines()[0].split(",") == RESULT_COLUMNS
+
+
+@pytest.mark.slow
+def test_a_sweep_stops_at_the_first_run_it_cannot_write(tmp_path, capsys, mnist_dir):
+    config = tmp_path / "exp.toml"
+    config.write_text(EXPERIMENT.replace("batch_sizes = [100]", "batch_sizes = [100, 200]"))
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "runs").write_text("not a folder")  # every run folder lies under a file
+    assert main(["sweep", "--config", str(config), "--output", str(out), "--data-dir", str(mnist_dir),
+                 "--no-progress"]) == 2
+    line = one_error_line(capsys.readouterr().err.replace("tiny: 2 runs", "").split("\n", 1)[1])
+    assert f"the folder of sgd-b200-s1 {out / 'runs'} is an existing file" in line
+    assert line.endswith("(the sweep stopped at sgd-b200-s1: its other 1 run(s) would fail the same way)")
+    assert not (out / "results.csv").exists()
