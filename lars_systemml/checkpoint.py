@@ -15,24 +15,14 @@ folder it does not name is an unfinished write and is ignored and removed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from .errors import UserError
+from .fsutil import write_json_atomically
 
 LATEST = "latest.json"
 RUN = "run.json"
-
-
-def write_json_atomically(path: Path, value: dict) -> None:
-    """Write ``value`` as JSON to ``path`` by write, fsync and rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(value, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 class Checkpoints:

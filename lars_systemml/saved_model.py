@@ -15,7 +15,6 @@ import io
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +107,8 @@ def _run_script(name: str, model: SavedModel, nvargs: dict, workdir: Path, heap:
                 **runtime.tuned_settings(workdir)}
     config = runtime.SystemDSConfig(settings).write(workdir / "systemds-config.xml")
     script = models.render(runtime.dml_dir() / name, model.info["model"], workdir)
-    cmd = runtime.local_command(script, {**model.script_args(), **nvargs}, config, heap=heap)
+    cmd = runtime.local_command(script, {**model.script_args(), **nvargs}, config, heap=heap,
+                                tmpdir=workdir / "java-tmp")
     runtime.run_dml(cmd, cwd=runtime.dml_dir(), log_path=workdir / "systemds.log")
 
 
@@ -117,8 +117,7 @@ def evaluate(model: SavedModel, prepared, heap: str = "8g") -> dict:
     if prepared.shape != model.shape:
         raise UserError(f"the data ({prepared.shape}) does not fit the model ({model.shape}): "
                         f"evaluate on a data set of the shape it was trained on")
-    with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
-        tmp = Path(tmp)
+    with runtime.work_dir() as tmp:
         paths = prepared.paths
         _run_script("evaluate.dml", model, {"X": paths["Xt"], "Y": paths["Yt"], "fmt": prepared.fmt,
                                             "out": str(tmp / "out.csv")}, tmp, heap)
@@ -130,8 +129,7 @@ def predict(model: SavedModel, images: np.ndarray, heap: str = "8g") -> np.ndarr
     """Class probabilities (N x classes) of ``model`` for ``images`` (N x C*H*W, scaled like its data)."""
     from .data import write_binary
 
-    with tempfile.TemporaryDirectory(prefix="lars-systemml-") as tmp:
-        tmp = Path(tmp)
+    with runtime.work_dir() as tmp:
         write_binary({"X": images}, tmp)
         _run_script("predict.dml", model, {"X": str(tmp / "X"), "fmt": "binary", "out": str(tmp / "probs.csv")},
                     tmp, heap)

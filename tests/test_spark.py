@@ -320,3 +320,28 @@ def test_submit_command_is_an_argument_list_with_the_jvm_flags(tmp_path):
     assert cmd[jar + 1:jar + 5] == ["-f", "train.dml", "-exec", "hybrid"]
     assert cmd[-3:] == ["-nvargs", "lr=0.5", "include_biases=FALSE"] and "-stats" in cmd
     assert Path(env["JAVA_HOME"], "bin", "java").exists()
+
+
+# Every registered model trains on the executors as it does locally (small options, Fashion-MNIST
+# for mlp/resnet, LARS so that the trust ratios of every tensor take part).
+MODEL_CASES = {
+    "mlp": dict(model="mlp", model_options="width=32,depth=2", dataset="fashion-mnist"),
+    "resnet": dict(model="resnet", model_options="channels=2", dataset="fashion-mnist"),
+}
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+def test_every_model_trains_on_the_standalone_cluster_like_local(standalone, mnist_dir, fashion_dir,
+                                                                  tmp_path, monkeypatch, name):
+    monkeypatch.setenv("LARS_SYSTEMML_FASHION_DIR", str(fashion_dir))
+    config = TrainConfig(**{**CONFIG, "optimizer": "lars", "lr": 1.0, "train_size": 300, "test_size": 100,
+                            **MODEL_CASES[name]})
+    local = train(config, tmp_path / "local", RunOptions(progress=False, heap="2g"))
+    out = tmp_path / "spark-run"
+    m = train(config, out, RunOptions(progress=False, stats=True,
+                                      spark=spark.SparkOptions(standalone.url, conf=QUIET, **SMALL_JVM)))
+    assert m["backend"] == "spark" and m["model"] == name and not m["diverged"]
+    assert_same_result(m, local)
+    assert esp_count(out / "systemds.log") == remote_parfor_jobs(config, m["train_size"])
+    assert (out / "model" / "model.json").is_file()
