@@ -1,2 +1,2 @@
-"""LARS large-batch training of LeNet-5 on Apache SystemDS, locally or on Spark."""
-__version__ = "0.1.0"
+"""Large-batch training (LARS, LAMB, SGD-momentum, Nesterov, AdamW) of any registered model on Apache SystemDS, locally or on Spark."""
+__version__ = "0.2.0"
