@@ -143,7 +143,8 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
         log = folder.keep_failed_log(partial / LOG_FILE)
         _drop_unresumable(folder, checkpoints)
         if log is not None:
-            raise DMLError(str(exc).replace(str(partial / LOG_FILE), str(log))) from exc
+            # the same class, so that a fatal one (runtime.JVMStartError) still stops a sweep
+            raise type(exc)(str(exc).replace(str(partial / LOG_FILE), str(log))) from exc
         raise
     except BaseException:
         _drop_unresumable(folder, checkpoints)
