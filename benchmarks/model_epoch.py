@@ -31,8 +31,10 @@ from lars_systemml import models  # noqa: E402
 from lars_systemml.config import TrainConfig  # noqa: E402
 from lars_systemml.train import RunOptions, train  # noqa: E402
 
-# A LARS run of every model: the tuned recipe's global lr with a short warmup.
-RUN = dict(optimizer="lars", lr=10.0, schedule="warmup_poly", warmup_epochs=0.5, poly_power=0.25)
+# A LARS run of every model: the tuned recipe (results/tuned: global lr 10, biases under the
+# trust ratio, poly-0.25 decay) with a short warmup.
+RUN = dict(optimizer="lars", lr=10.0, schedule="warmup_poly", warmup_epochs=0.5, poly_power=0.25,
+           include_biases=True)
 
 
 def measure(model: str, args, workdir: Path) -> dict:
