@@ -188,3 +188,53 @@ def test_sweep_resumes_an_interrupted_cell_from_its_checkpoint(tmp_path, mnist_d
     m = json.loads((output / "runs" / "sgd-b100-s1" / "metrics.json").read_text())
     assert m["resumed_from_epoch"] == 1 and m["epochs_run"] == 3 and m["steps"] == 6
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+
+
+# Every registered model: save -> evaluate reproduces the run's test metrics, predict agrees with
+# it, and a run killed after a checkpoint resumes to the uninterrupted result.
+SMALL_RUNS = {
+    "lenet5": {},
+    "mlp": {"model": "mlp", "model_options": "width=16,depth=2"},
+    "resnet": {"model": "resnet", "model_options": "channels=2"},
+}
+
+
+def test_every_model_has_a_small_run():
+    from lars_systemml.models import MODELS
+
+    assert set(SMALL_RUNS) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_RUNS))
+def test_every_model_saves_predicts_and_resumes(tmp_path, mnist_dir, monkeypatch, name):
+    from lars_systemml.checkpoint import Checkpoints
+
+    config = TrainConfig(optimizer="lamb", lr=0.01, batch_size=100, epochs=2, train_size=200, test_size=100,
+                         seed=4, **SMALL_RUNS[name])
+    options = RunOptions(data_dir=str(mnist_dir), progress=False, heap="2g")
+    whole = train(config, tmp_path / "whole", options)
+
+    model = saved_model.load(tmp_path / "whole")
+    prepared = data.prepare("mnist", str(mnist_dir), 200, 100, "stratified")
+    again = saved_model.evaluate(model, prepared, heap="2g")
+    assert again["test_accuracy"] == pytest.approx(whole["test_accuracy"], abs=1e-12)
+    assert again["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-12)
+    test = data.load_matrices("mnist", str(mnist_dir), 200, 100, "stratified")
+    probs = saved_model.predict(model, test.xt, heap="2g")
+    assert np.mean(probs.argmax(axis=1) == test.yt.argmax(axis=1)) == pytest.approx(whole["test_accuracy"], abs=1e-12)
+
+    commit = Checkpoints.commit
+
+    def commit_then_die(self, epoch, folder, seconds):  # killed right after epoch 1's checkpoint
+        commit(self, epoch, folder, seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "commit", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", options)
+    monkeypatch.setattr(Checkpoints, "commit", commit)
+    resumed = train(config, tmp_path / "killed", RunOptions(data_dir=str(mnist_dir), progress=False, heap="2g",
+                                                            resume=True))
+    assert resumed["resumed_from_epoch"] == 1
+    for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "steps"):
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-12, abs=0), key
