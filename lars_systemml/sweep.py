@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -245,6 +246,61 @@ def claim(output: Path, run_id: str) -> locks.FileLock | None:
     return lock
 
 
+@dataclass
+class Attempt:
+    """What became of one run tried under its lock (``attempt_run``).
+
+    status: "elsewhere" (another process finished it), "held" (another process runs it:
+    ``holder`` says which), "reused" (adopted from ``source``), "trained" (``metrics``, in
+    ``seconds`` of wall time) or "failed" (``error``, one line). ``row`` is the results row
+    written here (reused, trained).
+    """
+
+    status: str
+    row: dict | None = None
+    holder: dict | None = None
+    source: Path | None = None
+    metrics: dict | None = None
+    seconds: float = 0.0
+    error: str = ""
+
+
+def attempt_run(experiment: Experiment, cell: Cell, output: Path, reusable: dict[str, tuple[Path, dict]],
+                train_fn, options, commit: str, extra: dict | None = None, stop_note: str = "") -> Attempt:
+    """Claim one run of a shared results folder, then adopt it from ``reusable`` or train it.
+
+    Its row is appended before the lock goes, so a process sharing the folder never runs it
+    twice. A FatalError (the next runs would fail the same way) is raised again with
+    ``stop_note`` appended; any other UserError is the run's failure ("failed").
+    """
+    lock = claim(output, cell.run_id)
+    if lock is None:
+        return Attempt("elsewhere")
+    if not lock.held:
+        return Attempt("held", holder=lock.holder)
+    with lock:
+        if cell.config_hash in reusable:
+            source, found = reusable[cell.config_hash]
+            row = adopt(experiment, cell, source, found, output, extra)
+            return Attempt("reused", row=row, source=source / "runs" / found["run_id"])
+        started = time.time()
+        try:
+            metrics = train_fn(cell.config, output / "runs" / cell.run_id, options)
+        except FatalError as exc:
+            raise FatalError(f"{exc} ({stop_note})" if stop_note else str(exc)) from None
+        except UserError as exc:
+            return Attempt("failed", error=str(exc))
+        row = {**result_row(experiment, cell, metrics, commit), **(extra or {})}
+        append_row(output, row)
+    return Attempt("trained", row=row, metrics=metrics, seconds=time.time() - started)
+
+
+def outcome_text(attempt: Attempt) -> str:
+    """``diverged`` or ``test_acc=0.9812`` for a trained or reused run."""
+    diverged = attempt.metrics["diverged"] if attempt.metrics else str(attempt.row.get("diverged")).lower() == "true"
+    return "diverged" if diverged else f"test_acc={float(attempt.row['test_accuracy']):.4f}"
+
+
 def held_elsewhere(held: dict[str, dict | None], output: Path) -> str:
     """One line about the runs other processes hold: whose, and what to do if they are gone."""
     first_id, holder = next(iter(held.items()))
@@ -300,35 +356,22 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
     def run(cell: Cell, rest: int) -> bool:
         """Adopt or train one cell under its lock; False if another process holds it."""
         nonlocal failures
-        lock = claim(output, cell.run_id)
-        if lock is None:  # finished by another process meanwhile
-            held.pop(cell.run_id, None)
-            return True
-        if not lock.held:
-            held[cell.run_id] = lock.holder
+        if cell.config_hash not in reusable:
+            bar.set_postfix_str(cell.run_id)
+        attempt = attempt_run(experiment, cell, output, reusable, train, options, commit,
+                              stop_note=f"the sweep stopped at {cell.run_id}: its other {rest} run(s) "
+                                        f"would fail the same way")
+        if attempt.status == "held":
+            held[cell.run_id] = attempt.holder
             return False
         held.pop(cell.run_id, None)
-        with lock:
-            if cell.config_hash in reusable:
-                source, row = reusable[cell.config_hash]
-                adopt(experiment, cell, source, row, output)
-                tqdm.write(f"{cell.run_id}: reused {source / 'runs' / row['run_id']} "
-                           f"(test_acc={float(row['test_accuracy']):.4f})", file=sys.stderr)
-                return True
-            bar.set_postfix_str(cell.run_id)
-            started = time.time()
-            try:
-                metrics = train(cell.config, output / "runs" / cell.run_id, options)
-            except FatalError as exc:
-                raise FatalError(f"{exc} (the sweep stopped at {cell.run_id}: its other {rest} run(s) would "
-                                 f"fail the same way)") from None
-            except UserError as exc:
-                failures += 1
-                tqdm.write(f"FAILED {cell.run_id}: {exc}", file=sys.stderr)
-                return True
-            append_row(output, result_row(experiment, cell, metrics, commit))
-        status = "diverged" if metrics["diverged"] else f"test_acc={metrics['test_accuracy']:.4f}"
-        tqdm.write(f"{cell.run_id}: {status} ({time.time() - started:.0f}s)", file=sys.stderr)
+        if attempt.status == "failed":
+            failures += 1
+            tqdm.write(f"FAILED {cell.run_id}: {attempt.error}", file=sys.stderr)
+        elif attempt.status == "reused":
+            tqdm.write(f"{cell.run_id}: reused {attempt.source} ({outcome_text(attempt)})", file=sys.stderr)
+        elif attempt.status == "trained":
+            tqdm.write(f"{cell.run_id}: {outcome_text(attempt)} ({attempt.seconds:.0f}s)", file=sys.stderr)
         return True
 
     try:

@@ -67,7 +67,6 @@ import itertools
 import math
 import random
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,9 +75,7 @@ from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
 from .experiment import DATA_KEYS, HYPER_KEYS, Cell, _check_keys, _int_list, _require, read_config
 from .results import git_commit, read_results
-from .runtime import FatalError
-from .sweep import (_duration, adopt, append_row, calibration, claim, estimate_seconds, held_elsewhere, result_row,
-                    reusable_runs)
+from .sweep import _duration, attempt_run, calibration, estimate_seconds, held_elsewhere, outcome_text, reusable_runs
 
 TOP_KEYS = {"name", "description", "dataset", "train_size", "test_size", "subset", "epochs",
             "optimizers", "batch_sizes", "hyperparameters", "overrides", "search"}
@@ -502,39 +499,24 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
         row = _row(rows_by_id(results), run, results)
         if row is not None:
             return row
-        lock = claim(output, run.run_id)
-        if lock is None:  # another tuner finished it meanwhile
-            held.pop(run.run_id, None)
-            moved += 1
-            return _row(rows_by_id(results), run, results)
-        if not lock.held:
-            held[run.run_id] = lock.holder
+        attempt = attempt_run(protocol, run.cell, output, reusable, train_fn, options, commit,
+                              extra={"stage": run.stage, "trial": run.trial},
+                              stop_note=f"tuning stopped at {run.run_id}: its other runs would fail the same way")
+        if attempt.status == "held":
+            held[run.run_id] = attempt.holder
             raise _CellWaiting
         held.pop(run.run_id, None)
-        with lock:
-            extra = {"stage": run.stage, "trial": run.trial}
-            if run.config_hash in reusable:
-                source, found = reusable[run.config_hash]
-                row = adopt(protocol, run.cell, source, found, output, extra)
-                log(f"{run.run_id}: reused {source / 'runs' / found['run_id']} (test_acc={score(row):.4f})")
-                moved += 1
-                return row
-            started = time.time()
-            try:
-                metrics = train_fn(run.config, output / "runs" / run.run_id, options)
-            except FatalError as exc:
-                raise FatalError(f"{exc} (tuning stopped at {run.run_id}: its other runs would fail the "
-                                 f"same way)") from None
-            except UserError as exc:
-                log(f"FAILED {run.run_id}: {exc}")
-                moved += 1
-                raise _CellFailed from None
-            row = {**result_row(protocol, run.cell, metrics, commit), **extra}
-            append_row(output, row)
         moved += 1
-        status = "diverged" if metrics["diverged"] else f"test_acc={metrics['test_accuracy']:.4f}"
-        log(f"{run.run_id}: {status} ({time.time() - started:.0f}s, {run.stage}, trial {run.trial})")
-        return row
+        if attempt.status == "elsewhere":  # another tuner finished it meanwhile
+            return _row(rows_by_id(results), run, results)
+        if attempt.status == "failed":
+            log(f"FAILED {run.run_id}: {attempt.error}")
+            raise _CellFailed
+        if attempt.status == "reused":
+            log(f"{run.run_id}: reused {attempt.source} ({outcome_text(attempt)})")
+        else:
+            log(f"{run.run_id}: {outcome_text(attempt)} ({attempt.seconds:.0f}s, {run.stage}, trial {run.trial})")
+        return attempt.row
 
     def stage(runs: list[Run]) -> None:
         """Every run of one stage; a failed one stops the cell after the others (they need not wait),
