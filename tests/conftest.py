@@ -11,6 +11,8 @@ from lars_systemml import runtime
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS_DML = Path(__file__).resolve().parent / "dml"
+# Every registered model's options for small, fast test runs (--model-option strings).
+SMALL_MODEL_OPTIONS = {"lenet5": "", "mlp": "width=16,depth=2", "resnet": "channels=2,blocks=2"}
 
 
 def _data_dir(env: str, shared_name: str, label: str) -> Path:

@@ -17,18 +17,15 @@ import pytest
 from lars_systemml import models, runtime
 from lars_systemml.models import MODELS, Shape
 
-from conftest import write_csv
+from conftest import SMALL_MODEL_OPTIONS, write_csv
 
 HARNESS = Path(__file__).resolve().parent / "dml" / "contract_check.dml"
 N = 16  # rows of the test batch
 # A small configuration of each model, (options, data shape): fast, yet taking every code
 # path (mlp: several hidden layers, a multi-channel non-square input; resnet: two blocks per
 # stage, so both identity and projection blocks in stages 2 and 3, and odd image sizes).
-SMALL = {
-    "lenet5": ("", Shape(1, 28, 28, 10)),
-    "mlp": ("width=8,depth=2", Shape(2, 5, 3, 4)),
-    "resnet": ("channels=2,blocks=2", Shape(3, 8, 7, 5)),
-}
+# small input shapes, odd on purpose (rows != columns, channels > 1) where the model allows
+SMALL_SHAPES = {"lenet5": Shape(1, 28, 28, 10), "mlp": Shape(2, 5, 3, 4), "resnet": Shape(3, 8, 7, 5)}
 # Tensors without weight decay (docs/engine.md): biases and batch-norm scales and shifts,
 # named as in PyTorch (bn<i>.weight, downsample.1.weight for the shortcut's BN).
 BN_WEIGHT = re.compile(r"((^|\.)bn\d*\.weight|downsample\.1\.weight)$")
@@ -90,9 +87,9 @@ def run(request, tmp_path_factory) -> Run:
         pytest.skip(f"{spec.file} does not exist yet: {name} is not converted to the model contract")
     if not re.search(r"^segments\s*=\s*function", path.read_text(), re.MULTILINE):
         pytest.skip(f"{spec.file} defines no segments(): {name} is not converted to the model contract yet")
-    if name not in SMALL:
-        pytest.fail(f"add a small configuration of {name} to SMALL in {Path(__file__).name}")
-    options, shape = SMALL[name]
+    if name not in SMALL_SHAPES or name not in SMALL_MODEL_OPTIONS:
+        pytest.fail(f"add {name} to SMALL_SHAPES in {Path(__file__).name} and to SMALL_MODEL_OPTIONS in conftest.py")
+    options, shape = SMALL_MODEL_OPTIONS[name], SMALL_SHAPES[name]
     spec.check_shape(shape)
     workdir = tmp_path_factory.mktemp(f"contract-{name}")
     script = models.render(HARNESS, name, workdir)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import SMALL_MODEL_OPTIONS
 from lars_systemml import data, saved_model
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
@@ -192,11 +193,7 @@ def test_sweep_resumes_an_interrupted_cell_from_its_checkpoint(tmp_path, mnist_d
 
 # Every registered model: save -> evaluate reproduces the run's test metrics, predict agrees with
 # it, and a run killed after a checkpoint resumes to the uninterrupted result.
-SMALL_RUNS = {
-    "lenet5": {},
-    "mlp": {"model": "mlp", "model_options": "width=16,depth=2"},
-    "resnet": {"model": "resnet", "model_options": "channels=2"},
-}
+SMALL_RUNS = {name: {"model": name, "model_options": options} for name, options in SMALL_MODEL_OPTIONS.items()}
 
 
 def test_every_model_has_a_small_run():

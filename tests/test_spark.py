@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMALL_MODEL_OPTIONS
 from lars_systemml import runtime, spark
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
@@ -324,10 +325,9 @@ def test_submit_command_is_an_argument_list_with_the_jvm_flags(tmp_path):
 
 # Every registered model trains on the executors as it does locally (small options, Fashion-MNIST
 # for mlp/resnet, LARS so that the trust ratios of every tensor take part).
-MODEL_CASES = {
-    "mlp": dict(model="mlp", model_options="width=32,depth=2", dataset="fashion-mnist"),
-    "resnet": dict(model="resnet", model_options="channels=2", dataset="fashion-mnist"),
-}
+# lenet5 runs on the cluster in the tests above
+MODEL_CASES = {name: dict(model=name, model_options=options, dataset="fashion-mnist")
+               for name, options in SMALL_MODEL_OPTIONS.items() if name != "lenet5"}
 
 
 @pytest.mark.spark
