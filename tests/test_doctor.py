@@ -178,3 +178,25 @@ def test_doctor_on_this_machine(capsys, mnist_dir):
     else:
         assert run.startswith("OK    SystemDS run: a matrix multiply ran")
     assert out[4].startswith("OK    data mnist:")
+
+
+def test_train_and_sweep_warn_once_before_running(healthy, monkeypatch, capsys, tmp_path):
+    from lars_systemml import sweep, train
+
+    monkeypatch.setattr(runtime, "_system_openblas", lambda: None)
+    seen = []
+
+    def fake_train(config, output, options):
+        seen.append(capsys.readouterr().err)  # what was printed before the run started
+        return {"diverged": False, "epochs_run": 1, "steps": 1, "train_accuracy": 0.5, "test_accuracy": 0.5,
+                "generalization_error": 0.0, "wall_seconds": 1.0, "train_seconds": 1.0}
+
+    monkeypatch.setattr(train, "train", fake_train)
+    assert main(["train", "--output", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert seen == [runtime.native_blas_warning() + "\n"]
+    monkeypatch.setattr(runtime, "_warned_native_blas", False)
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: seen.append(capsys.readouterr().err) or 0)
+    config = tmp_path / "s.toml"
+    config.write_text('name = "s"\nepochs = 1\nseeds = [1]\noptimizers = ["sgd"]\nbatch_sizes = [64]\n')
+    assert main(["sweep", "--config", str(config), "--output", str(tmp_path / "sweep")]) == 0
+    assert seen[1] == runtime.native_blas_warning() + "\n"
