@@ -121,7 +121,8 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
     """``--precision`` of the commands that run a config's runs (sweep, tune, max-batch)."""
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="every run in this arithmetic (single: native matrix multiply and conv2d_bias_add "
-                        "in float32; a run setting, so in the config hash and results.csv); default: the config's, else double")
+                        "in float32; a run setting, so in the config hash and results.csv); "
+                        "default: the config's, else double")
 
 
 def apply_precision(plan, precision: str | None) -> None:

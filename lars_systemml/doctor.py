@@ -188,8 +188,9 @@ def check_spark(master: str) -> Check:
         spark.check_master(spark.SparkOptions(master=master, scratch="(checked at run time)"))
     except UserError as exc:
         return fail(name, str(exc))
-    reach = "reachable" if master.startswith(("spark://", "yarn")) else "usable"
-    return ok(name, f"{reach}, Spark {version}")
+    how = "reachable" if master.startswith("spark://") else \
+        "configured (the ResourceManager, if yarn-site.xml names one, is reachable)" if master == "yarn" else "usable"
+    return ok(name, f"{how}, Spark {version}")
 
 
 def run_checks(datasets: list[str], data_dir: str | None = None, spark_master: str | None = None,
