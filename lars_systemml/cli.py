@@ -1,11 +1,11 @@
-"""The ``lars-systemml`` command line: train, evaluate, predict, export, sweep, plot, max-batch."""
+"""The ``lars-systemml`` command line: train, evaluate, predict, export, sweep, plot, max-batch, tune, doctor."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import spark
-from .config import OPTIMIZERS, TrainConfig
+from . import runtime, spark
+from .config import OPTIMIZERS, PRECISIONS, TrainConfig
 from .errors import UserError
 from .fsutil import atomic_path, prepare_output_folder, write_json_atomically, write_text_atomically
 from .fsutil import describe as describe_os_error
@@ -92,6 +92,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=_positive_int, default=d.eval_every, metavar="N",
                    help="evaluate the test set after every N-th epoch and the last (default "
                         "%(default)s: every epoch); saves evaluation time when the curve is not needed")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="single: SystemDS's native matrix multiply and conv2d_bias_add in float32, "
+                        "needs native BLAS (default %(default)s); see docs/performance.md")
     g.add_argument("--seed", type=_positive_int, default=d.seed, metavar="S",
                    help="seed of the initial weights, the batch order and the subsets (default %(default)s)")
     g.add_argument("--dataset", default=d.dataset,
@@ -114,6 +117,40 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values, model_options=",".join(args.model_option))
 
 
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision`` of the commands that run a config's runs (sweep, tune, max-batch)."""
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="every run in this arithmetic (single: native matrix multiply and conv2d_bias_add "
+                        "in float32; a run setting, so in the config hash and results.csv); "
+                        "default: the config's, else double")
+
+
+def apply_precision(plan, precision: str | None) -> None:
+    """``--precision`` over the precision of every run of ``plan`` (an Experiment or a Protocol)."""
+    from dataclasses import replace
+
+    from .experiment import Cell, Experiment
+
+    if precision is None:
+        return
+    if "precision" in getattr(plan, "grid", {}) or "precision" in getattr(plan, "space", {}):
+        raise UserError(f"{plan.source} varies precision itself: leave out --precision")
+    plan.base["precision"] = precision
+    for table in plan.overrides.values():
+        table.pop("precision", None)
+    if isinstance(plan, Experiment):  # its cells were built when it was loaded
+        plan.cells = [Cell(c.run_id, replace(c.config, precision=precision)) for c in plan.cells]
+
+
+def start_notes(single: bool = False) -> None:
+    """One-line warnings before runs start: no native BLAS here (once per process), and
+    single precision without it (the runs would compute in double)."""
+    runtime.warn_native_blas_once()
+    if single and runtime.find_openblas() is None:
+        print("warning: precision single needs native BLAS (OpenBLAS); without it these runs compute in double",
+              file=sys.stderr)
+
+
 def record_command(output, argv: list[str]) -> None:
     """Append the command line (``lars-systemml`` + argv) to ``output/commands.txt``.
 
@@ -132,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args).validate()
     output = args.output or f"runs/{config.optimizer}-b{config.batch_size}-s{config.seed}"
+    start_notes(config.precision == "single")
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
                          progress=not args.no_progress, stats=args.stats,
                          spark=spark.options_from_args(args), checkpoint_every=args.checkpoint_every,
@@ -211,6 +249,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .train import RunOptions
 
     experiment = load_experiment(args.config)
+    apply_precision(experiment, args.precision)
     cells = experiment.filtered(args.only or [])
     if not cells:
         raise UserError(f"no run of {args.config} matches --only {' '.join(args.only)}")
@@ -222,6 +261,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         prepare_output_folder(output)
         write_text_atomically(output / "config.toml", Path(args.config).read_text())
         record_command(output, args.argv)
+    if not args.dry_run:
+        start_notes(any(c.config.precision == "single" for c in cells))
     failures = run_sweep(experiment, cells, output, options, dry_run=args.dry_run,
                          reuse=[Path(p) for p in args.reuse or []])
     if not args.dry_run and (output / "results.csv").is_file():
@@ -243,10 +284,12 @@ def cmd_max_batch(args: argparse.Namespace) -> int:
     from .train import RunOptions
 
     experiment = load_experiment(args.config)
+    apply_precision(experiment, args.precision)
     output = Path(args.output or f"results/{experiment.name}")
     options = RunOptions(data_dir=args.data_dir, heap=args.heap, verbose=args.verbose,
                          progress=not args.no_progress, stats=args.stats)
     record_command(output, args.argv)
+    start_notes(any(c.config.precision == "single" for c in experiment.cells))
     result = find_max_batch(experiment, args.optimizer, args.target, output, options)
     print(report(result))
     print(f"evidence: {write_json(result, output)}, runs in {output / 'results.csv'}")
@@ -261,6 +304,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tune_report import write_report
 
     protocol = load_protocol(args.config)
+    apply_precision(protocol, args.precision)
     output = Path(args.output or f"results/{protocol.name}")
     if args.report:
         prepare_output_folder(output)
@@ -273,6 +317,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         prepare_output_folder(output)
         write_text_atomically(output / "config.toml", Path(args.config).read_text())
         record_command(output, args.argv)
+        start_notes(protocol.base.get("precision") == "single" or any(
+            t.get("precision") == "single" for t in protocol.overrides.values()))
 
     def report() -> None:  # after every cell, so the summary follows a long protocol
         if (output / "results.csv").is_file():
@@ -298,6 +344,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", nargs="+", metavar="DIR",
                    help="other results folders: a run there with the identical configuration (config hash) "
                         "is copied in instead of trained again, e.g. the chosen point of an LR search")
+    add_precision_option(p)
     add_data_options(p)
     add_runtime_options(p)
     spark.add_options(p)
@@ -367,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="TOML", help="experiment TOML, e.g. experiments/tuned.toml: its "
                    "smallest..largest batch sizes span the grid, its settings define every run")
     p.add_argument("--output", metavar="DIR", help="results folder shared with `sweep` (default results/<config name>)")
+    add_precision_option(p)
     add_data_options(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_max_batch)
@@ -382,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "is copied in instead of trained again")
     p.add_argument("--report", action="store_true",
                    help="only (re)write summary.md and the best-so-far figures from results.csv")
+    add_precision_option(p)
     add_data_options(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_tune)
@@ -392,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="DIR", help="folder to write the figures and summary.md to (default: the first input folder)")
     p.add_argument("--title", help="figure and summary title (default: the config names)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("doctor", help="check this machine: Java, SystemDS, native BLAS, the data, and "
+                       "optionally a Spark master; each line OK or FAIL with the fix (exit 1 if any fails)")
+    from .doctor import add_options as add_doctor_options
+
+    add_doctor_options(p)
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -10,11 +10,15 @@ from .schedules import LR_SCALING, SCHEDULES, scaled_lr
 OPTIMIZERS = ("sgd", "nesterov", "adamw", "lars", "lamb")
 # Optimizers whose state is Adam's moments (beta1, beta2, eps); the others use momentum.
 ADAM_FAMILY = ("adamw", "lamb")
+# SystemDS's sysds.floating.point.precision: "single" runs the native (OpenBLAS) matrix
+# multiply and conv2d_bias_add in float32 (inputs rounded to float, results widened back);
+# everything else, and every Java kernel, stays double (runtime.precision_settings).
+PRECISIONS = ("double", "single")
 # Fields added after the first release (v0.1). While at their default they are left
 # out of a run's identity (``identity()``, hence the sweep's config hash), so results
 # written by v0.1 still count as finished runs of the same config.
 LATER_FIELDS = ("schedule", "warmup_epochs", "poly_power", "lr_scaling", "base_batch", "standardize",
-                "eval_every", "model", "model_options")
+                "eval_every", "model", "model_options", "precision")
 
 
 @dataclass
@@ -24,6 +28,10 @@ class TrainConfig:
     Units: ``batch_size`` is the global batch in images, split into
     ``parallel_batches`` micro-batches; ``epochs`` are full passes over the
     training set. ``train_size``/``test_size`` None = full set.
+
+    Arithmetic: ``precision`` "double" (default) or "single": SystemDS's native matrix
+    multiply and conv2d_bias_add in float32 (only with native BLAS; see PRECISIONS). It
+    changes the numbers, so it is part of the run's identity (and config hash) when single.
 
     Learning rate: ``lr`` is the global rate for ``base_batch`` images, scaled to
     ``batch_size`` by ``lr_scaling`` (none | linear | sqrt) into ``peak_lr()``,
@@ -73,6 +81,7 @@ class TrainConfig:
     eval_every: int = 1
     model: str = "lenet5"
     model_options: str = ""
+    precision: str = "double"
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -173,6 +182,8 @@ class TrainConfig:
         if self.base_batch is not None or self.lr_scaling != "none":
             need(self.base_batch is not None, f"lr_scaling {self.lr_scaling} needs base_batch (the batch size lr is given for)")
             integer("base_batch", 1)
+        need(self.precision in PRECISIONS,
+             f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)}")
         need(isinstance(self.model, str) and isinstance(self.model_options, str),
              f"model and model_options must be strings, got {self.model!r}, {self.model_options!r}")
         self.model_options = get_model(self.model).canonical_options(self.model_options)

@@ -142,6 +142,21 @@ OPENBLAS_CANDIDATES = [
     "/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "/lib/x86_64-linux-gnu/libopenblas.so.0",
     "/usr/lib64/libopenblas.so.0", "/usr/lib/libopenblas.so.0",
 ]
+OPENBLAS_PACKAGE = "libopenblas0-pthread"
+# What SystemDS's JNI glue (lib/libsystemds_openblas-Linux-x86_64.so inside SystemDS.jar)
+# links besides libopenblas.so.0 (readelf -d), with the Debian package of each: without
+# one the glue fails to load and SystemDS quietly falls back to its Java kernels.
+GLUE_LIBRARIES = {"libgomp.so.1": "libgomp1", "libstdc++.so.6": "libstdc++6"}
+LIBRARY_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib"]
+# Epoch time on Java kernels over OpenBLAS (LeNet-5, batch 4096: 11.1 s / 7.1 s, issue 22).
+JAVA_KERNEL_SLOWDOWN = "~1.5x"
+
+
+def native_blas_platform() -> bool:
+    """True where SystemDS ships its OpenBLAS glue and this project can use it: Linux x86-64."""
+    import platform
+
+    return platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
 
 
 def find_openblas() -> Path | None:
@@ -164,20 +179,69 @@ def find_openblas() -> Path | None:
 
 
 @lru_cache(maxsize=None)
-def _system_openblas() -> Path | None:
-    import platform
-
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return None
+def _ldconfig_listing() -> str:
+    """``ldconfig -p``: the libraries the dynamic linker finds (empty if it cannot run)."""
     try:
-        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        listing = ""
-    found = re.findall(r"libopenblas\S*\.so\S*\s.*x86-64.*=>\s*(\S+)", listing)
+        return ""
+
+
+@lru_cache(maxsize=None)
+def _system_openblas() -> Path | None:
+    if not native_blas_platform():
+        return None
+    found = re.findall(r"libopenblas\S*\.so\S*\s.*x86-64.*=>\s*(\S+)", _ldconfig_listing())
     for candidate in found + OPENBLAS_CANDIDATES:
         if Path(candidate).is_file():
             return Path(candidate)
     return None
+
+
+@lru_cache(maxsize=None)
+def system_library(name: str) -> Path | None:
+    """Where the dynamic linker finds the shared library ``name`` (e.g. libgomp.so.1), or None."""
+    found = re.findall(rf"^\s*{re.escape(name)}\s.*x86-64.*=>\s*(\S+)", _ldconfig_listing(), re.MULTILINE)
+    for candidate in found + [f"{folder}/{name}" for folder in LIBRARY_DIRS]:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def missing_native_packages() -> list[str]:
+    """The Debian packages to install so that SystemDS can load OpenBLAS here, [] if none.
+
+    [] too where there is nothing to install (not Linux x86-64) or ``$LARS_SYSTEMML_OPENBLAS``
+    makes the choice (a library file, or ``none``).
+    """
+    if not native_blas_platform():
+        return []
+    choice = os.environ.get(OPENBLAS_ENV)
+    if choice is not None and choice.strip().lower() in ("", "none", "off", "0", "false"):
+        return []
+    missing = [] if choice is not None or _system_openblas() else [OPENBLAS_PACKAGE]
+    return missing + [package for name, package in GLUE_LIBRARIES.items() if system_library(name) is None]
+
+
+def native_blas_warning() -> str | None:
+    """The one-line warning for a machine where OpenBLAS (or the glue's libraries) is missing, else None."""
+    packages = missing_native_packages()
+    if not packages:
+        return None
+    return (f"warning: native BLAS (OpenBLAS) not found: SystemDS falls back to its Java kernels, "
+            f"{JAVA_KERNEL_SLOWDOWN} slower per epoch; install it: apt-get install {' '.join(packages)}")
+
+
+_warned_native_blas = False
+
+
+def warn_native_blas_once() -> None:
+    """Print ``native_blas_warning()`` to stderr, at most once per process."""
+    global _warned_native_blas
+    message = native_blas_warning()
+    if message and not _warned_native_blas:
+        _warned_native_blas = True
+        print(message, file=sys.stderr)
 
 
 def native_blas_settings(workdir: Path) -> dict[str, str]:
@@ -186,10 +250,13 @@ def native_blas_settings(workdir: Path) -> dict[str, str]:
     SystemDS loads ``<sysds.native.blas.directory>/liblibopenblas.so`` first (its
     System.mapLibraryName("libopenblas")), so a link of that name in ``workdir``
     points it at the distribution's libopenblas.so.0 without needing the -dev package.
-    If loading fails at run time SystemDS logs a warning and uses its Java kernels.
+    Its glue library then finds libopenblas.so.0 already loaded (the dynamic linker
+    matches it by its soname). Without the glue's own libraries (GLUE_LIBRARIES) the
+    glue cannot load, so native BLAS is left off then, as when OpenBLAS is missing; if
+    loading still fails at run time SystemDS logs a warning and uses its Java kernels.
     """
     library = find_openblas()
-    if library is None:
+    if library is None or any(system_library(name) is None for name in GLUE_LIBRARIES):
         return {}
     folder = workdir / "native-blas"
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,6 +264,20 @@ def native_blas_settings(workdir: Path) -> dict[str, str]:
     if not link.exists():
         link.symlink_to(library.resolve())
     return {"sysds.native.blas": "openblas", "sysds.native.blas.directory": str(folder)}
+
+
+PRECISION_KEY = "sysds.floating.point.precision"
+
+
+def precision_settings(precision: str) -> dict[str, str]:
+    """The SystemDS setting for a run's ``precision`` (config.PRECISIONS).
+
+    "single": SystemDS's native matrix multiply and conv2d_bias_add copy their inputs to
+    float32 buffers, call OpenBLAS's sgemm / its float convolution, and widen the result
+    back to double (LibMatrixNative); every other operation, the Java kernels included,
+    stays double, so without native BLAS it changes nothing. "double": SystemDS's default.
+    """
+    return {PRECISION_KEY: "single"} if precision == "single" else {}
 
 
 def tuned_settings(workdir: Path) -> dict[str, str]:

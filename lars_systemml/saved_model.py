@@ -104,7 +104,9 @@ def _run_script(name: str, model: SavedModel, nvargs: dict, workdir: Path, heap:
     """Run dml/<name> rendered for ``model`` in the embedded SystemDS."""
     runtime.check_java()
     settings = {"sysds.scratch": str(workdir / "scratch"), "sysds.localtmpdir": str(workdir / "localtmp"),
-                **runtime.tuned_settings(workdir)}
+                **runtime.tuned_settings(workdir),
+                # the arithmetic the model was trained in, so evaluate reproduces its run's metrics
+                **runtime.precision_settings(model.info.get("config", {}).get("precision", "double"))}
     config = runtime.SystemDSConfig(settings).write(workdir / "systemds-config.xml")
     script = models.render(runtime.dml_dir() / name, model.info["model"], workdir)
     cmd = runtime.local_command(script, {**model.script_args(), **nvargs}, config, heap=heap,

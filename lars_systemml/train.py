@@ -185,7 +185,7 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
     # run ends, and by the next run if this process is killed (runtime.work_dir)
     with runtime.work_dir() as tmp:
         settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
-                    **runtime.tuned_settings(tmp)}
+                    **runtime.tuned_settings(tmp), **runtime.precision_settings(config.precision)}
         if options.spark:
             settings["sysds.scratch"] = spark.scratch_dir(options.spark, tmp)
         settings.update(options.systemds_config)

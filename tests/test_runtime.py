@@ -17,6 +17,7 @@ def test_openblas_is_linked_where_systemds_looks(tmp_path, monkeypatch):
     library = tmp_path / "libopenblas.so.0"
     library.write_bytes(b"")
     monkeypatch.setenv(runtime.OPENBLAS_ENV, str(library))
+    monkeypatch.setattr(runtime, "system_library", lambda name: tmp_path / name)  # the glue's libgomp etc.
     settings = runtime.tuned_settings(tmp_path / "run")
     assert settings["sysds.native.blas"] == "openblas"
     link = tmp_path / "run" / "native-blas" / "liblibopenblas.so"  # System.mapLibraryName("libopenblas")
