@@ -1,7 +1,6 @@
 """Hyperparameter validation: one-line errors before any JVM starts."""
 import subprocess
 import sys
-import time
 
 import pytest
 
