@@ -14,13 +14,17 @@ Time of one synchronous data-parallel step with global batch B on K workers (sec
 - ``comm(K)``: model out and gradients back. Our Spark modes are driver-centred (the driver
   broadcasts the model to every worker and collects and sums every worker's gradient, like a
   parameter server with one server), so it grows linearly with K:
-      comm_driver(K) = K * (per_worker + 2 * model_bytes / bandwidth)
+      comm_driver(B, K) = K * per_worker + wire_bytes(B, K) / bandwidth
+      wire_bytes(B, K)  = bytes_fixed + K * (bytes_per_worker + bytes_per_worker_image * B)
   ``per_worker`` is the measured cost of one more worker per step (task launch, serialising
-  the model for it, fetching and merging its result); the wire term is zero when no
-  bandwidth is given (loopback measurements already contain it). A ring allreduce (Horovod,
-  DDP) instead sends 2 (K-1)/K model sizes per worker at every hop in parallel:
+  the model for it, fetching and merging its result). The wire term is left out when no
+  bandwidth is given (loopback measurements already contain the copying); its bytes are fitted
+  to the measured bytes per step (the parfor mode broadcasts the whole batch to every
+  executor, hence the K * B term), else 2 model sizes per worker. A ring allreduce (Horovod,
+  DDP) sends 2 (K-1)/K model sizes per worker, all links at once, in 2 (K-1) hops:
       comm_ring(K) = 2 (K - 1) * per_worker + 2 (K - 1) / K * model_bytes / bandwidth
-  (``per_worker`` standing in for the latency of one hop); offered as a what-if only.
+  (``per_worker`` standing in for the latency of one hop, the data partitioned on the
+  workers); offered as a what-if only.
 
 Per epoch: ceil(N / B) steps. Time to a target accuracy: the epochs the sweeps needed to
 first reach it (``epochs_to_target``) times the seconds per epoch; training loop only (no
@@ -50,18 +54,30 @@ class Coefficients:
     model_bytes: int = 0
     bandwidth: float | None = None  # bytes/s of the network; None: the wire term is left out
     comm: str = "driver"
+    # bytes on the wire per step: bytes_fixed + K * (bytes_per_worker + bytes_per_worker_image * B);
+    # None: 2 model sizes per worker (model out, gradient back)
+    bytes_fixed: float = 0.0
+    bytes_per_worker: float | None = None
+    bytes_per_worker_image: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def comm_seconds(c: Coefficients, k: int) -> float:
-    """Seconds per step to send the model to ``k`` workers and get their gradients back."""
-    wire = 0.0 if not c.bandwidth else c.model_bytes / c.bandwidth
+def wire_bytes(c: Coefficients, batch: int, k: int) -> float:
+    """Bytes the driver sends and receives per step with ``k`` workers (driver-centred form)."""
+    per_worker = 2 * c.model_bytes if c.bytes_per_worker is None else c.bytes_per_worker
+    return c.bytes_fixed + k * (per_worker + c.bytes_per_worker_image * batch)
+
+
+def comm_seconds(c: Coefficients, batch: int, k: int) -> float:
+    """Seconds per step to send the model (and, in the parfor mode, the batch) to ``k`` workers
+    and get their gradients back."""
     if c.comm == "driver":
-        return k * (c.per_worker + 2 * wire)
+        return k * c.per_worker + (wire_bytes(c, batch, k) / c.bandwidth if c.bandwidth else 0.0)
     if c.comm == "ring":
+        wire = c.model_bytes / c.bandwidth if c.bandwidth else 0.0
         return 2 * (k - 1) * c.per_worker + 2 * (k - 1) / k * wire
     raise ValueError(f"unknown communication form '{c.comm}': use one of {', '.join(COMM_FORMS)}")
 
@@ -70,7 +86,7 @@ def step_seconds(c: Coefficients, batch: int, k: int) -> float:
     """t_step(B, K) in seconds (see the module docstring)."""
     if batch < 1 or k < 1:
         raise ValueError(f"batch ({batch}) and workers ({k}) must be >= 1")
-    return c.fixed + c.per_image * batch / k + c.driver_per_image * batch + comm_seconds(c, k)
+    return c.fixed + c.per_image * batch / k + c.driver_per_image * batch + comm_seconds(c, batch, k)
 
 
 def steps_per_epoch(n: int, batch: int) -> int:
@@ -109,11 +125,13 @@ def _lstsq(features: dict[str, list[float]], y: list[float]) -> tuple[dict[str, 
 
 def fit(points: list[dict], model_bytes: int, comm: str = "driver", bandwidth: float | None = None) -> Coefficients:
     """Coefficients from measured steps of one mode. Each point: ``batch``, ``workers`` (task
-    slots K), and the per-step split ``compute``, ``driver``, ``comm`` (seconds).
+    slots K), the per-step split ``compute``, ``driver``, ``comm`` (seconds), and optionally
+    ``bytes`` (moved per step).
 
     compute ~ c0 + per_image * B/K;  driver ~ d0 + d1 * B;  comm ~ g0 + per_worker * K + g1 * B;
-    fixed = c0 + d0 + g0, driver_per_image = d1 + g1. Negative fitted slopes (noise with two
-    points per axis) are set to 0 and noted.
+    fixed = c0 + d0 + g0, driver_per_image = d1 + g1; bytes ~ bytes_fixed + K * bytes_per_worker
+    + K * B * bytes_per_worker_image. Negative fitted slopes (noise with two points per axis)
+    are set to 0 and noted.
     """
     if not points:
         raise ValueError("no measured points to fit")
@@ -130,8 +148,18 @@ def fit(points: list[dict], model_bytes: int, comm: str = "driver", bandwidth: f
             notes.append(f"{name} fitted negative ({value:.3g}): set to 0 (noise)")
             values[name] = 0.0
     fixed = compute["intercept"] + driver["intercept"] + comm_fit["intercept"]
+    wire = {}
+    if all(p.get("bytes") is not None for p in points):
+        moved, n4 = _lstsq({"K": k, "K*B": [bi * ki for bi, ki in zip(b, k)]}, [p["bytes"] for p in points])
+        notes += [f"bytes: {n}" for n in n4]
+        wire = {"bytes_fixed": moved["intercept"], "bytes_per_worker": moved["K"],
+                "bytes_per_worker_image": moved["K*B"]}
+        for name in ("bytes_per_worker", "bytes_per_worker_image"):
+            if wire[name] < 0:
+                notes.append(f"{name} fitted negative ({wire[name]:.3g}): set to 0 (noise)")
+                wire[name] = 0.0
     return Coefficients(fixed=fixed, model_bytes=model_bytes, comm=comm, bandwidth=bandwidth,
-                        notes=notes, **values)
+                        notes=notes, **values, **wire)
 
 
 # ---------------------------------------------------------------- epochs to a target accuracy
@@ -189,21 +217,25 @@ def time_to_target(c: Coefficients, group: dict, k: int) -> float | None:
     return group["epochs"] * epoch_seconds(c, group["train_size"], group["batch_size"], k)
 
 
-def crossover(c: Coefficients, groups: list[dict], ks: list[int], small: dict, large: list[dict]) -> dict:
-    """For each K: the time to target of ``small`` (one group) and of the fastest of ``large``;
-    ``first_k``: the smallest K where a large group is faster than ``small`` at the same K,
-    ``vs_best_small``: the smallest K where it is faster than ``small`` at its own best K."""
+def crossover(c: Coefficients, ks: list[int], small: list[dict], large: list[dict]) -> dict:
+    """For each K: the fastest time to target of the ``small`` groups and of the ``large`` ones;
+    ``first_k``: the smallest K where the large-batch time is below the small-batch time at the
+    same K; ``vs_best_small``: the smallest K where it is below the small batches' best time
+    at any K (their own best cluster size)."""
+
+    def fastest(groups: list[dict], k: int) -> tuple[float | None, str | None]:
+        timed = [(t, f"{g['optimizer']} B={g['batch_size']}") for g in groups
+                 if (t := time_to_target(c, g, k)) is not None]
+        return min(timed) if timed else (None, None)
+
     rows = []
-    small_best = min((t for k in ks if (t := time_to_target(c, small, k)) is not None), default=None)
-    first_k = first_k_best = None
     for k in ks:
-        t_small = time_to_target(c, small, k)
-        timed = [(t, g) for g in large if (t := time_to_target(c, g, k)) is not None]
-        t_large, g_large = min(timed, key=lambda x: x[0]) if timed else (None, None)
-        rows.append({"workers": k, "small_seconds": t_small, "large_seconds": t_large,
-                     "large": None if g_large is None else f"{g_large['optimizer']} B={g_large['batch_size']}"})
-        if t_large is not None and t_small is not None and t_large < t_small and first_k is None:
-            first_k = k
-        if t_large is not None and small_best is not None and t_large < small_best and first_k_best is None:
-            first_k_best = k
-    return {"rows": rows, "first_k": first_k, "vs_best_small": first_k_best, "small_best_seconds": small_best}
+        (t_small, g_small), (t_large, g_large) = fastest(small, k), fastest(large, k)
+        rows.append({"workers": k, "small_seconds": t_small, "small": g_small,
+                     "large_seconds": t_large, "large": g_large})
+    small_best = min((r["small_seconds"] for r in rows if r["small_seconds"] is not None), default=None)
+    first_k = next((r["workers"] for r in rows if r["large_seconds"] is not None and r["small_seconds"] is not None
+                    and r["large_seconds"] < r["small_seconds"]), None)
+    vs_best = next((r["workers"] for r in rows if r["large_seconds"] is not None and small_best is not None
+                    and r["large_seconds"] < small_best), None)
+    return {"rows": rows, "first_k": first_k, "vs_best_small": vs_best, "small_best_seconds": small_best}

@@ -32,11 +32,14 @@ def test_step_formula_adds_its_terms():
     c = coef()
     # 0.2 + 1e-3 * 1024 / 4 + 1e-5 * 1024 + 4 * 0.05
     assert sm.step_seconds(c, 1024, 4) == pytest.approx(0.2 + 0.256 + 0.01024 + 0.2)
-    wired = coef(bandwidth=1e9)
-    assert sm.comm_seconds(wired, 3) == pytest.approx(3 * (0.05 + 2 * 862288 / 1e9))
+    wired = coef(bandwidth=1e9)  # no measured bytes: 2 model sizes per worker
+    assert sm.comm_seconds(wired, 512, 3) == pytest.approx(3 * (0.05 + 2 * 862288 / 1e9))
+    shipped = coef(bandwidth=1e9, bytes_fixed=1e6, bytes_per_worker=9e5, bytes_per_worker_image=800.0)
+    assert sm.wire_bytes(shipped, 1024, 2) == pytest.approx(1e6 + 2 * (9e5 + 800.0 * 1024))
+    assert sm.comm_seconds(shipped, 1024, 2) == pytest.approx(2 * 0.05 + sm.wire_bytes(shipped, 1024, 2) / 1e9)
     ring = coef(comm="ring", bandwidth=1e9)
-    assert sm.comm_seconds(ring, 1) == 0.0  # one worker: nothing to exchange
-    assert sm.comm_seconds(ring, 4) == pytest.approx(6 * 0.05 + 1.5 * 862288 / 1e9)
+    assert sm.comm_seconds(ring, 512, 1) == 0.0  # one worker: nothing to exchange
+    assert sm.comm_seconds(ring, 512, 4) == pytest.approx(6 * 0.05 + 1.5 * 862288 / 1e9)
     with pytest.raises(ValueError, match="unknown communication form"):
         sm.step_seconds(coef(comm="mesh"), 10, 2)
     with pytest.raises(ValueError):
@@ -82,12 +85,14 @@ def test_fit_recovers_the_coefficients_of_exact_points():
     for b in (1024, 16384):
         for k in (1, 2):
             points.append({"batch": b, "workers": k, "compute": 0.1 + truth.per_image * b / k,
-                           "driver": 0.05 + 2e-6 * b, "comm": 0.02 + truth.per_worker * k + 8e-6 * b})
+                           "driver": 0.05 + 2e-6 * b, "comm": 0.02 + truth.per_worker * k + 8e-6 * b,
+                           "bytes": 3.5e6 + k * (9e5 + 700.0 * b)})
     got = sm.fit(points, model_bytes=862288)
     assert got.per_image == pytest.approx(truth.per_image)
     assert got.per_worker == pytest.approx(truth.per_worker)
     assert got.driver_per_image == pytest.approx(1e-5)
     assert got.fixed == pytest.approx(0.17)
+    assert (got.bytes_fixed, got.bytes_per_worker, got.bytes_per_worker_image) == pytest.approx((3.5e6, 9e5, 700.0))
     assert got.notes == []
     for p in points:
         assert sm.step_seconds(got, p["batch"], p["workers"]) == pytest.approx(p["compute"] + p["driver"] + p["comm"])
@@ -148,7 +153,7 @@ def test_crossover_finds_the_first_k_where_the_large_batch_wins():
     large = [{"optimizer": "lars", "batch_size": 16384, "train_size": 60000, "epochs": 16},
              {"optimizer": "lamb", "batch_size": 32000, "train_size": 60000, "epochs": None}]
     ks = list(range(1, 65))
-    got = sm.crossover(c, [small, *large], ks, small, large)
+    got = sm.crossover(c, ks, [small], large)
     # check it by brute force
     t_small = {k: sm.time_to_target(c, small, k) for k in ks}
     t_large = {k: sm.time_to_target(c, large[0], k) for k in ks}
@@ -158,7 +163,11 @@ def test_crossover_finds_the_first_k_where_the_large_batch_wins():
     assert got["rows"][0]["large"] == "lars B=16384"
     # with free communication and no fixed cost the small batch always wins (fewer epochs)
     free = coef(fixed=0.0, per_worker=0.0, driver_per_image=0.0)
-    assert sm.crossover(free, [small, *large], ks, small, large)["first_k"] is None
+    assert sm.crossover(free, ks, [small], large)["first_k"] is None
+    # several small batches: the fastest of them at each K
+    tiny = {"optimizer": "sgd", "batch_size": 64, "train_size": 60000, "epochs": 1}
+    both = sm.crossover(c, ks, [small, tiny], large)
+    assert both["rows"][0]["small_seconds"] == pytest.approx(min(t_small[1], sm.time_to_target(c, tiny, 1)))
 
 
 STATS = """\
