@@ -236,3 +236,37 @@ def test_event_log_jobs_tasks_and_broadcast_bytes(tmp_path):
     assert [t["result_bytes"] for t in j0.tasks] == [100, 120]
     assert j1.broadcast_bytes == 50
     assert j1.critical_path(slots=2) == 0.75  # 3 tasks of 0.5 s on 2 slots
+
+
+def test_step_split_of_a_parfor_run():
+    scaling = load("scaling")
+    # 2 epochs of 2 steps, one job per step; the first epoch is left out
+    history = [{"epoch": 1, "steps": 2, "seconds": 20.0, "loop_seconds": 19.0},
+               {"epoch": 2, "steps": 4, "seconds": 9.0, "loop_seconds": 8.0}]
+    metrics = {"backend": "spark", "history": history, "steps": 4, "epochs_run": 2}
+    jobs = []
+    for i, (span, runs, bcast) in enumerate([(9.0, [8.0], 10), (9.0, [8.0], 10), (3.0, [2.0, 2.5], 100),
+                                             (3.5, [2.5, 2.0], 300)]):
+        job = logs.Job(i, submitted=100.0 * i, completed=100.0 * i + span, broadcast_bytes=bcast)
+        job.tasks = [{"run": r, "cpu": r / 2, "result_bytes": 5, "shuffle_read_bytes": 0, "shuffle_write_bytes": 0,
+                      "input_bytes": 0} for r in runs]
+        jobs.append(job)
+    stats = {"heavy": {"update": [2.0, 4]}, "parfor_merge_seconds": 0.8, "spark_broadcast_seconds": 0.2,
+             "cache_export_seconds": 0.2}
+    got = scaling.split_step(metrics, stats, {"jobs": jobs}, slots=2, scratch_bytes=4000)
+    assert got["step"] == 4.0 and got["steady_steps"] == 2 and got["update"] == 0.5
+    assert got["compute"] == pytest.approx((2.5 + 2.5) / 2)          # the longest task per job
+    assert got["scheduling"] == pytest.approx((0.5 + 1.0) / 2)       # span beyond it
+    # -stats says 1.2 s / 4 steps = 0.3 of broadcast, export and merge (whole run), more than the
+    # 4 - 2.5 - 0.75 - 0.5 (update) = 0.25 s the driver had between jobs in the steady epochs: capped
+    assert got["driver_comm"] == pytest.approx(0.25)
+    assert got["comm"] == pytest.approx(0.75 + 0.25)
+    assert got["driver"] == pytest.approx(0.5)
+    fewer = scaling.split_step(metrics, {**stats, "parfor_merge_seconds": 0.0}, {"jobs": jobs}, slots=2,
+                               scratch_bytes=0)
+    assert fewer["driver_comm"] == pytest.approx(0.1) and fewer["driver"] == pytest.approx(4 - 2.5 - 0.85)
+    assert got["bytes"]["broadcast_to_executors"] == 200 and got["bytes"]["task_results"] == 10
+    assert got["bytes"]["scratch_seen"] == 1000
+    # the embedded backend: no communication, the update is the driver's share
+    local = scaling.split_step({**metrics, "backend": "local"}, stats, None, slots=1, scratch_bytes=0)
+    assert (local["compute"], local["driver"], local["comm"]) == (3.5, 0.5, 0.0)
