@@ -34,6 +34,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -249,13 +250,15 @@ def cmd_measure(args) -> int:
             for batch in args.batch_sizes:
                 points.append(measure_one(args, f"embedded-b{batch}-r{rep}", batch, None, None))
         for k in args.workers:
-            root = out / "cluster" / f"k{k}-r{rep}"
-            shutil.rmtree(root, ignore_errors=True)
-            with standalone.running(root, workers=k, cores=args.cores_per_worker, memory=args.worker_memory,
-                                    executor_log=False) as cluster:
+            # the daemons' logs and the executors' folders (each holds a copy of SystemDS.jar) go
+            # to a temporary folder, not the results
+            with tempfile.TemporaryDirectory(prefix=f"scaling-k{k}-") as root, \
+                    standalone.running(Path(root), workers=k, cores=args.cores_per_worker,
+                                       memory=args.worker_memory, executor_log=False) as cluster:
                 for batch in args.batch_sizes:
                     points.append(measure_one(args, f"{args.spark_mode}-k{k}-b{batch}-r{rep}", batch, k, cluster))
     _fill_embedded_update(points)
+    shutil.rmtree(out / "scratch", ignore_errors=True)  # each run's scratch folder is gone already
     machine["load_after"] = os.getloadavg()
     result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
               "machine": machine, "mode": args.spark_mode, "config": DEFAULT_CONFIG + list(args.train_arg),
@@ -407,6 +410,10 @@ def model_markdown(r: dict) -> str:
              f"- fixed {c['fixed']:.4f} s, per_image {c['per_image'] * 1e3:.4f} ms, driver_per_image "
              f"{c['driver_per_image'] * 1e3:.4f} ms, per_worker {c['per_worker']:.4f} s, model "
              f"{c['model_bytes'] / 1e6:.2f} MB, bandwidth {bandwidth}"]
+    if c.get("bytes_per_worker") is not None:
+        lines.append(f"- bytes per step (fitted to the measured ones): {c['bytes_fixed'] / 1e6:.2f} MB + K * "
+                     f"({c['bytes_per_worker'] / 1e6:.2f} MB + {c['bytes_per_worker_image']:.0f} B per image)"
+                     + ("" if c["bandwidth"] else "; used only with --bandwidth"))
     lines += [f"- note: {n}" for n in c["notes"]]
     lines += ["", "## Check against the measured points", "",
               "| point | B | K | measured s/step | fitted (in sample) | leave-one-out |", "|---|---|---|---|---|---|"]
