@@ -117,7 +117,10 @@ def _lstsq(features: dict[str, list[float]], y: list[float]) -> tuple[dict[str, 
     notes = [f"'{n}' does not vary in the measurements: its coefficient is unknown (set to 0)"
              for n in features if n not in names]
     a = np.column_stack([np.ones(len(y))] + [np.asarray(features[n], float) for n in names])
-    coef, *_ = np.linalg.lstsq(a, np.asarray(y, float), rcond=None)
+    coef, _, rank, _ = np.linalg.lstsq(a, np.asarray(y, float), rcond=None)
+    if rank < a.shape[1]:
+        notes.append(f"{', '.join(names)} and the intercept are collinear in the measurements: "
+                     "their split is arbitrary (minimum-norm)")
     out = {"intercept": float(coef[0]), **{n: 0.0 for n in features}}
     out.update({n: float(v) for n, v in zip(names, coef[1:])})
     return out, notes

@@ -296,16 +296,20 @@ def measurements_markdown(result: dict) -> str:
              "broadcast/export/result merge, driver = the rest (update = the optimizer step, part of it). "
              "MB per step: broadcast pieces fetched by executors, bytes seen in the scratch folder "
              "(inputs exported, task results; a lower bound), task results returned through Spark.", "",
+             "task CPU = the tasks' CPU time over their run time (well below 1: they waited for a core, "
+             "or for I/O). load = the 1-minute load average when the run started.", "",
              "| backend | K (slots) | batch | s/step | compute | driver | update | comm | broadcast MB | "
-             "scratch MB | result MB | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "scratch MB | result MB | task CPU | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in result["points"]:
         b = p.get("bytes", {})
         k = "-" if p["workers"] is None else f"{p['workers']} ({p['slots']})"
         upd = "-" if p["update"] is None else f"{p['update']:.3f}"
         lines.append(f"| {p['backend']} | {k} | {p['batch']} | {p['step']:.3f} | {p['compute']:.3f} | "
                      f"{p['driver']:.3f} | {upd} | {p['comm']:.3f} | {_mb(b.get('broadcast_to_executors'))} | "
-                     f"{_mb(b.get('scratch_seen'))} | {_mb(b.get('task_results'))} | {p['load_before']:.1f} |")
+                     f"{_mb(b.get('scratch_seen'))} | {_mb(b.get('task_results'))} | "
+                     f"{'-' if p.get('task_cpu_over_run') is None else format(p['task_cpu_over_run'], '.2f')} | "
+                     f"{p['load_before']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

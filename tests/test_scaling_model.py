@@ -105,6 +105,10 @@ def test_fit_names_what_the_points_cannot_determine():
     assert got.per_worker == 0.0 and any("'K' does not vary" in n for n in got.notes)
     assert got.driver_per_image == 0.0  # -1e-6 fitted: noise, clamped
     assert any("driver_per_image fitted negative" in n for n in got.notes)
+    # one batch size: bytes ~ K and ~ K*B cannot be told apart
+    same_b = [{"batch": 100, "workers": k, "compute": 1.0 / k, "driver": 0.1, "comm": 0.1 * k, "bytes": 5e5 * k}
+              for k in (1, 2)]
+    assert any("collinear" in n for n in sm.fit(same_b, model_bytes=8).notes)
     with pytest.raises(ValueError, match="no measured points"):
         sm.fit([], model_bytes=8)
 
