@@ -126,7 +126,7 @@ def split_step(metrics: dict, stats: dict, events: dict | None, slots: int, scra
     Spark parfor: ``compute`` = the tasks' critical path (event log, per job: the longest task
     or total task time / slots); ``comm`` = job span minus that (task launch, deserialising,
     result fetch) + the driver's broadcast, export and result-merge seconds (-stats, whole
-    run); ``driver`` = the rest (optimizer update, batch slicing, reshuffle); ``update`` = the
+    run, capped at the driver's time between jobs minus the update); ``driver`` = the rest (optimizer update, batch slicing, reshuffle); ``update`` = the
     ``update`` function's seconds per call (-stats), part of ``driver``.
     Embedded: ``comm`` = 0, ``driver`` = ``update``, ``compute`` = the rest.
     Paramserv (provisional until the mode exists): ``driver`` = the Paramserv model update
