@@ -334,11 +334,12 @@ def moved_bytes(point: dict) -> float | None:
 
 def checks(points: list[dict], model_bytes: int, comm: str, bandwidth) -> list[dict]:
     """Predicted vs measured seconds per step for every point: fitted on all points (in sample)
-    and on all the others (leave-one-out; None when too few remain)."""
+    and on the points of the other (B, K) cells (leave-one-out, repetitions of the same cell left
+    out too; None when none remain)."""
     c_all = sm.fit(points, model_bytes, comm, bandwidth)
     rows = []
-    for i, p in enumerate(points):
-        others = points[:i] + points[i + 1:]
+    for p in points:
+        others = [q for q in points if (q["batch"], q["workers"]) != (p["batch"], p["workers"])]
         loo = sm.step_seconds(sm.fit(others, model_bytes, comm, bandwidth), p["batch"], p["workers"]) if others else None
         rows.append({"label": p["label"], "batch": p["batch"], "workers": p["workers"], "measured": p["step"],
                      "in_sample": sm.step_seconds(c_all, p["batch"], p["workers"]), "leave_one_out": loo})
