@@ -132,7 +132,7 @@ def fit(points: list[dict], model_bytes: int, comm: str = "driver", bandwidth: f
     ``bytes`` (moved per step).
 
     compute ~ c0 + per_image * B/K;  driver ~ d0 + d1 * B;  comm ~ g0 + per_worker * K + g1 * B;
-    fixed = c0 + d0 + g0, driver_per_image = d1 + g1; bytes ~ bytes_fixed + K * bytes_per_worker
+    fixed = c0 + d0 + g0 (at least 0), driver_per_image = d1 + g1; bytes ~ bytes_fixed + K * bytes_per_worker
     + K * B * bytes_per_worker_image. Negative fitted slopes (noise with two points per axis)
     are set to 0 and noted.
     """
@@ -151,6 +151,9 @@ def fit(points: list[dict], model_bytes: int, comm: str = "driver", bandwidth: f
             notes.append(f"{name} fitted negative ({value:.3g}): set to 0 (noise)")
             values[name] = 0.0
     fixed = compute["intercept"] + driver["intercept"] + comm_fit["intercept"]
+    if fixed < 0:  # a step cannot take negative time: noise, or points far from B = 0
+        notes.append(f"fixed fitted negative ({fixed:.3g} s): set to 0 (noise)")
+        fixed = 0.0
     wire = {}
     if all(p.get("bytes") is not None for p in points):
         moved, n4 = _lstsq({"K": k, "K*B": [bi * ki for bi, ki in zip(b, k)]}, [p["bytes"] for p in points])

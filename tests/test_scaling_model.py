@@ -105,6 +105,11 @@ def test_fit_names_what_the_points_cannot_determine():
     assert got.per_worker == 0.0 and any("'K' does not vary" in n for n in got.notes)
     assert got.driver_per_image == 0.0  # -1e-6 fitted: noise, clamped
     assert any("driver_per_image fitted negative" in n for n in got.notes)
+    # a negative intercept (a steep line through two noisy points) is no step time
+    steep = [{"batch": b, "workers": 1, "compute": t, "driver": 0.0, "comm": 0.0} for b, t in ((1000, 0.5), (2000, 2.0))]
+    fitted = sm.fit(steep, model_bytes=8)
+    assert fitted.fixed == 0.0 and any("fixed fitted negative" in n for n in fitted.notes)
+    assert sm.step_seconds(fitted, 32, 1) > 0
     # one batch size: bytes ~ K and ~ K*B cannot be told apart
     same_b = [{"batch": 100, "workers": k, "compute": 1.0 / k, "driver": 0.1, "comm": 0.1 * k, "bytes": 5e5 * k}
               for k in (1, 2)]
