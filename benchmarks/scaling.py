@@ -458,6 +458,9 @@ def model_markdown(r: dict) -> str:
               f"{cross['vs_best_small'] or 'never (up to ' + str(r['workers'][-1]) + ')'}"]
     emb = cross.get("embedded_small")
     if emb and emb["seconds"] is not None:
+        e = emb["coefficients"]
+        lines.append(f"- embedded backend fit: fixed {e['fixed']:.4f} s + {e['per_image'] * 1e3:.4f} ms per image"
+                     + "".join(f"; note: {n}" for n in e["notes"]))
         lines.append(f"- against the fastest small batch on the embedded backend (one machine, no Spark; fitted "
                      f"on the embedded points: {emb['group']}, {_s(emb['seconds'])} s): from K = "
                      f"{emb['beaten_from_k'] or 'never (up to ' + str(r['workers'][-1]) + ')'}")
