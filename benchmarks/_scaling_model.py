@@ -147,7 +147,9 @@ def fit(points: list[dict], model_bytes: int, comm: str = "driver", bandwidth: f
     values = {"per_image": compute["B/K"], "driver_per_image": driver["B"] + comm_fit["B"],
               "per_worker": comm_fit["K"]}
     for name, value in list(values.items()):
-        if value < 0:
+        if -1e-12 < value < 0:  # rounding of an exact zero
+            values[name] = 0.0
+        elif value < 0:
             notes.append(f"{name} fitted negative ({value:.3g}): set to 0 (noise)")
             values[name] = 0.0
     fixed = compute["intercept"] + driver["intercept"] + comm_fit["intercept"]

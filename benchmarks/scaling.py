@@ -373,6 +373,8 @@ def cmd_model(args) -> int:
     emb_points = [{"batch": p["batch"], "workers": 1, "compute": p["compute"], "driver": p["driver"], "comm": 0.0}
                   for p in measurements["points"] if p["backend"] == "embedded"]
     emb = sm.fit(emb_points, int(model_bytes)) if emb_points else None
+    if emb:  # one machine: no K to fit
+        emb.notes = [n for n in emb.notes if "'K' does not vary" not in n]
     if emb:
         timed = [(t, f"{g['optimizer']} B={g['batch_size']}") for g in small
                  if (t := sm.time_to_target(emb, g, 1)) is not None]
