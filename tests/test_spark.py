@@ -11,20 +11,15 @@ shifted the test loss by ~1e-4 after one step, which these bounds catch.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import SMALL_MODEL_OPTIONS
 from lars_systemml import runtime, spark
+from lars_systemml import standalone as standalone_cluster
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
 from lars_systemml.errors import DMLError, UserError
@@ -42,10 +37,7 @@ def loopback(monkeypatch):
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = standalone_cluster.free_port
 
 
 def remote_parfor_jobs(config: TrainConfig, n: int) -> int:
@@ -69,72 +61,16 @@ def esp_count(log: Path) -> int:
 # ---------------------------------------------------------------- a real standalone cluster
 
 
-@dataclass
-class Cluster:
-    url: str
-    web: str
-    work_dir: Path
-
-    def state(self) -> dict:
-        with urllib.request.urlopen(f"{self.web}/json/", timeout=5) as r:
-            return json.load(r)
-
-
-def _daemon(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    cmd = [str(spark.spark_home() / "bin" / "spark-class"), *args]
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the daemon and its executors
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
     """A Spark standalone master and one worker (2 cores, 2 GiB) on 127.0.0.1, free ports,
-    temporary folders; stopped at the end even when a test fails."""
-    root = tmp_path_factory.mktemp("standalone")
-    conf_dir = root / "conf"
-    conf_dir.mkdir()
-    # quiet daemons, but executors log their tasks (the evidence that they ran them)
-    (conf_dir / "log4j2.properties").write_text(
-        spark.LOG4J2 + "logger.executor.name = org.apache.spark.executor.Executor\nlogger.executor.level = info\n")
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": str(conf_dir),
-           "SPARK_LOG_DIR": str(root), "SPARK_HOME": str(spark.spark_home()),
-           "JAVA_HOME": str(Path(os.path.realpath(runtime.java_executable())).parent.parent)}
-    port, web = free_port(), free_port()
-    cluster = Cluster(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{web}", root / "work")
-    procs = []
+    temporary folders (lars_systemml/standalone.py); stopped at the end even when a test fails."""
     try:
-        procs.append(_daemon(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                              "--port", str(port), "--webui-port", str(web)], root / "master.log", env))
-        procs.append(_daemon(["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                              "--port", str(free_port()), "--webui-port", str(free_port()),
-                              "--cores", "2", "--memory", "2g", "--work-dir", str(cluster.work_dir),
-                              cluster.url], root / "worker.log", env))
-        deadline = time.time() + 90
-        while True:
-            try:
-                state = cluster.state()
-                if state["status"] == "ALIVE" and state["aliveworkers"] >= 1:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or any(p.poll() is not None for p in procs):
-                logs = "\n".join((root / f).read_text()[-2000:] for f in ("master.log", "worker.log"))
-                pytest.fail(f"the standalone cluster did not come up:\n{logs}")
-            time.sleep(1)
-        yield cluster
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        with standalone_cluster.running(tmp_path_factory.mktemp("standalone"), workers=1, cores=2,
+                                        memory="2g") as cluster:
+            yield cluster
+    except standalone_cluster.ClusterError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
