@@ -17,6 +17,11 @@ and compilation). With N training images and steps(B) = ceil(N / B) steps per ep
   (instruction dispatch, recompilation, parfor set-up, the optimizer's pass over all
   parameters, the trace) from the cost that grows with the batch.
 
+CPU s/run: the user + system seconds of the SystemDS process of each whole run (median over
+the repetitions). On a shared machine the wall times carry the other jobs' load; CPU seconds
+much less of it, so comparing two versions' CPU s/run at the same settings shows work saved
+per run; divided by the run's steps it is the CPU saved per step.
+
 Local runs with 4 micro-batches compute micro-batches under 64 rows in one piece (batch < 256)
 and use the parfor from batch 256 on, so a fit across 256 mixes the two regimes: give
 --batch-sizes within one regime (e.g. 32 64 128 or 256 512 1024) for a clean intercept.
@@ -38,6 +43,7 @@ import argparse
 import math
 import os
 import re
+import resource
 import statistics
 import sys
 import time
@@ -73,7 +79,7 @@ def table(results: dict, args) -> list[str]:
     n = args.images
     ref_b = max(args.batch_sizes)
     lines = ["| optimizer | batch | steps/epoch | s/epoch median (min-max) | ms/step | overhead vs "
-             f"batch {min(ref_b, n)}, ms/step |", "|---|---|---|---|---|---|"]
+             f"batch {min(ref_b, n)}, ms/step | CPU s/run |", "|---|---|---|---|---|---|---|"]
     fits = []
     for opt in args.optimizers:
         ref = results.get((opt, ref_b))
@@ -88,7 +94,7 @@ def table(results: dict, args) -> list[str]:
             per_step = 1000 * med / steps
             over = f"{1000 * (med - ref_epoch) / steps:.1f}" if ref_epoch is not None and b != ref_b else ""
             lines.append(f"| {opt} | {b} | {steps} | {med:.2f} ({min(r.epoch_seconds):.2f}-"
-                         f"{max(r.epoch_seconds):.2f}) | {per_step:.1f} | {over} |")
+                         f"{max(r.epoch_seconds):.2f}) | {per_step:.1f} | {over} | {statistics.median(args.cpu[(opt, b)]):.1f} |")
             if b != ref_b and steps >= 2:
                 xs += [min(b, n)] * len(r.epoch_seconds)
                 ys += [1000 * s / steps for s in r.epoch_seconds]
@@ -97,6 +103,12 @@ def table(results: dict, args) -> list[str]:
             fits.append(f"- {opt}: fixed cost per step a = {line[0]:.1f} ms, per image c = "
                         f"{1000 * line[1]:.1f} us (fit over batch {sorted(set(xs))}, every epoch a point)")
     return lines + ([""] + fits if fits else [])
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (the SystemDS JVMs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------------------- -stats
@@ -179,12 +191,15 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = os.getloadavg()[0]
     results: dict = {}
+    args.cpu = {}  # (optimizer, batch) -> CPU seconds of each run
     runs = [(opt, b) for b in args.batch_sizes for opt in args.optimizers]
     for rep in range(args.reps):
         for opt, b in (runs if rep % 2 == 0 else runs[::-1]):
             r = results.setdefault((opt, b), Result("dml", opt, b))
             t0 = time.time()
+            cpu0 = _children_cpu()
             run_dml(args, opt, b, r, workdir, java=False)
+            args.cpu.setdefault((opt, b), []).append(_children_cpu() - cpu0)
             print(f"rep {rep + 1}/{args.reps} {opt} batch {b}: {time.time() - t0:.1f} s wall, epochs "
                   f"{[round(s, 2) for s in r.epoch_seconds[-(args.epochs - 1 or 1):]]}", file=sys.stderr, flush=True)
     profiles = []
