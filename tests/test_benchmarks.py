@@ -54,3 +54,25 @@ def test_extra_jvm_flags_follow_the_projects_own(monkeypatch):
     monkeypatch.setattr(runtime, "classpath", lambda: "cp")
     cmd = runtime.local_command(Path("x.dml"), {}, heap="2g", jvm_flags=["-XX:+UseParallelGC"])
     assert cmd.index("-XX:+UseParallelGC") > cmd.index("-Xmx2g") and cmd.index("-XX:+UseParallelGC") < cmd.index("-cp")
+
+
+def test_step_overhead_fits_fixed_and_per_image_cost():
+    so = load("step_overhead")
+    # ms/step = 7 + 0.25 * batch, exactly: the intercept is the fixed cost per step
+    a, c = so.fit_line([32, 64, 128], [7 + 0.25 * b for b in (32, 64, 128)])
+    assert a == pytest.approx(7) and c == pytest.approx(0.25)
+    assert so.fit_line([64, 64], [1.0, 2.0]) is None  # one batch size: no line
+    assert so.steps_per_epoch(1000, 64) == 16 and so.steps_per_epoch(1000, 32000) == 1
+
+
+def test_step_overhead_table_uses_the_largest_batch_as_reference():
+    so = load("step_overhead")
+    result = load("epoch_time").Result
+    args = type("Args", (), {"images": 1024, "batch_sizes": [64, 1024], "optimizers": ["sgd"],
+                             "cpu": {("sgd", 64): [30.0], ("sgd", 1024): [20.0]}})()
+    results = {("sgd", 64): result("dml", "sgd", 64, epoch_seconds=[2.0]),
+               ("sgd", 1024): result("dml", "sgd", 1024, epoch_seconds=[1.2])}
+    rows = {line.split("|")[2].strip(): line for line in so.table(results, args) if line.startswith("| sgd")}
+    # batch 64: 16 steps of 125 ms; (2.0 - 1.2) s over 16 steps = 50 ms of overhead per step
+    assert "| 125.0 | 50.0 | 30.0 |" in rows["64"]
+    assert "| 1200.0 |  | 20.0 |" in rows["1024"]
