@@ -123,7 +123,7 @@ def test_full_batch_paramserv_equals_the_local_run(standalone, mnist_dir, tmp_pa
 
 
 @pytest.mark.spark
-def test_paramserv_lenet_accuracy_agrees_with_local_statistically(mnist_dir, tmp_path):
+def test_paramserv_accuracy_agrees_with_local_statistically(mnist_dir, tmp_path):
     # Batches differ (each worker walks its fixed contiguous half; locally a seeded reshuffle),
     # so the accuracies are two draws. Tolerance: 0.08 absolute on 500 test images. The
     # binomial standard error of one run's accuracy at p ~ 0.8 is sqrt(.8*.2/500) = 0.018, the
@@ -131,15 +131,31 @@ def test_paramserv_lenet_accuracy_agrees_with_local_statistically(mnist_dir, tmp
     # as much again (seed-to-seed spread of local runs), so 0.08 is about 2.3 standard errors
     # of the difference, while a broken aggregation (no step, a wrong weighting or lr, NaN)
     # lands at chance level (0.1) or far below the local run.
-    config = TrainConfig(optimizer="lars", lr=2.0, batch_size=100, epochs=3, train_size=600,
-                         test_size=500, seed=7)
+    config = TrainConfig(optimizer="sgd", lr=0.1, batch_size=50, epochs=4, train_size=600,
+                         test_size=500, seed=7, **MLP)
     local = train(config, tmp_path / "local", RunOptions(data_dir=str(mnist_dir), progress=False, heap="2g"))
     m = train(config, tmp_path / "ps", RunOptions(data_dir=str(mnist_dir), progress=False,
                                                   spark=paramserv("local[2]", driver_memory="2g")))
-    assert m["steps"] == local["steps"] == 18
-    assert local["test_accuracy"] > 0.5, "the local reference did not learn: the comparison means nothing"
+    assert m["steps"] == local["steps"] == 48
+    accuracies = (local["test_accuracy"], m["test_accuracy"])
+    assert local["test_accuracy"] > 0.5, f"the local reference did not learn {accuracies}: the comparison means nothing"
     assert not m["diverged"]
-    assert abs(m["test_accuracy"] - local["test_accuracy"]) <= 0.08
+    assert abs(m["test_accuracy"] - local["test_accuracy"]) <= 0.08, accuracies
+
+
+@pytest.mark.spark
+@pytest.mark.xfail(strict=True, reason="SystemDS 3.4.0's remote paramserv worker computes a different "
+                   "LeNet-5 gradient (docs/spark.md); LOCAL paramserv and the parfor mode match")
+def test_full_batch_paramserv_lenet5_equals_the_local_run(mnist_dir, tmp_path):
+    # Found: step 2's loss 2.3705570728401 on Spark vs 2.3703477495868253 locally (also with
+    # paramserv mode LOCAL, with 1 or 2 micro-batches, and with Java kernels instead of OpenBLAS).
+    # An accuracy check at batch 50 (600 images, 4 epochs, SGD) gave 0.594 vs 0.764 locally.
+    config = TrainConfig(optimizer="lars", lr=1.0, batch_size=600, epochs=2, train_size=600, test_size=200)
+    local = train(config, tmp_path / "local", RunOptions(data_dir=str(mnist_dir), progress=False, heap="2g"))
+    m = train(config, tmp_path / "ps", RunOptions(data_dir=str(mnist_dir), progress=False,
+                                                  spark=paramserv("local[2]", driver_memory="2g")))
+    assert m["steps"] == local["steps"] == 2
+    assert m["test_loss"] == pytest.approx(local["test_loss"], rel=1e-9)
 
 
 @pytest.mark.spark
@@ -151,7 +167,7 @@ def test_a_lost_executor_fails_the_run_in_one_line_and_records_nothing(standalon
 
     config = tmp_path / "exp.toml"
     config.write_text('name = "lost"\ntrain_size = 600\ntest_size = 100\nepochs = 20\nseeds = [1]\n'
-                      'optimizers = ["sgd"]\nbatch_sizes = [20]\nmodel = "mlp"\n')
+                      'optimizers = ["sgd"]\nbatch_sizes = [20]\n')
     results = tmp_path / "results"
     killed = []
 
@@ -186,3 +202,44 @@ def test_a_lost_executor_fails_the_run_in_one_line_and_records_nothing(standalon
     assert any("Spark failed" in line for line in failed), failed
     assert not (results / "results.csv").exists()
     assert not list(results.glob("runs/*/metrics.json"))
+
+
+def replicated_mnist(mnist_dir: Path, folder: Path, copies: int, test_size: int) -> Path:
+    """A bring-your-own data set: MNIST's training images ``copies`` times (uint8 .npy)."""
+    import numpy as np
+
+    from lars_systemml.data import read_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x = read_idx(mnist_dir / "train-images-idx3-ubyte.gz").reshape(-1, 784)
+    y = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    np.save(folder / "train_x.npy", np.tile(x, (copies, 1)))
+    np.save(folder / "train_y.npy", np.tile(y, copies))
+    np.save(folder / "test_x.npy", read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz").reshape(-1, 784)[:test_size])
+    np.save(folder / "test_y.npy", read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")[:test_size])
+    (folder / "dataset.json").write_text(json.dumps({"channels": 1, "height": 28, "width": 28, "classes": 10,
+                                                     "name": f"mnist-x{copies}"}))
+    return folder
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mnist_dir, tmp_path):  # noqa: F811
+    # 120,000 images (MNIST twice) are 120000 x 784 doubles = 753 MB, the driver has a 512 MB
+    # heap (Spark's floor is ~450 MB). The executors read X from its binary files and partition
+    # it; the driver's Spark statistics show no parallelize and no collect (the training data
+    # never passes through the driver), only the broadcast of the N x 1 worker indicator. The
+    # final training accuracy reads its first 10,000 rows through Spark (X does not fit).
+    data = replicated_mnist(mnist_dir, tmp_path / "mnist-x2", copies=2, test_size=1000)
+    config = TrainConfig(optimizer="lars", lr=1.0, batch_size=2000, epochs=1, dataset=str(data),
+                         model="mlp", model_options="width=16,depth=1")
+    out = tmp_path / "ps"
+    m = train(config, out, RunOptions(progress=False, stats=True,
+                                      spark=paramserv(standalone.url, driver_memory="512m",
+                                                      executor_memory="2g")))
+    assert m["train_size"] == 120000 and 120000 * 784 * 8 > 512 * 2 ** 20
+    assert m["steps"] == 60 and not m["diverged"] and m["test_accuracy"] > 0.5
+    log = (out / "systemds.log").read_text()
+    par, bc, col = map(int, re.search(r"Spark trans counts \(par,bc,col\):\s*(\d+)/(\d+)/(\d+)", log).groups())
+    assert par == 0, "the driver parallelized a matrix: the training data went through it"
+    assert col <= 1, "the driver collected more than the final accuracy's 10,000-row slice"
