@@ -202,8 +202,8 @@ def check_partitions(n: int, batch_size: int, workers: int) -> None:
         raise UserError(f"with {n} training images, batch {batch_size} and {workers} workers the workers' "
                         f"partitions ({', '.join(map(str, sorted(set(rows))))} rows) take "
                         f"{'/'.join(map(str, sorted(steps)))} steps of {local_batch} rows per epoch, not "
-                        f"{want} each: SystemDS's BSP paramserv needs equal counts; choose a training size "
-                        f"or batch size with N/K a multiple of B/K, or fewer workers")
+                        f"{want} each: SystemDS's BSP paramserv needs equal counts; choose a training size, "
+                        f"batch size or number of workers for which they are")
 
 
 def parse_conf(items: list[str]) -> dict[str, str]:
