@@ -203,7 +203,7 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
         script = models.render(runtime.dml_dir() / "train.dml", config.model, tmp)
         if options.spark and options.spark.mode == "paramserv":  # docs/spark.md: the paramserv mode
             spark.check_partitions(prepared.train_size, config.batch_size, options.spark.workers)
-            script = spark.render_paramserv(tmp / "model.dml", tmp)
+            script = spark.render_paramserv(tmp / "model.dml", tmp, config.model)
             nvargs.update(spark.stage_training_data(prepared.paths, options.spark, tmp),
                           **spark.paramserv_args(tmp / "paramserv-functions.dml", options.spark.workers,
                                                  min(config.batch_size, prepared.train_size) // options.spark.workers))
