@@ -1,12 +1,19 @@
-"""The Spark backend: run dml/train.dml through ``spark-submit`` so that the
-micro-batch gradients of every global batch are computed by Spark tasks.
+"""The Spark backend: run training through ``spark-submit``, in one of two modes.
 
-Mechanism: the same dml/train.dml as the local runner, with its micro-batch
-``parfor`` switched by two ``-nvargs`` to ``mode=REMOTE_SPARK, opt=CONSTRAINED``
-and SystemDS started with ``-exec hybrid``. Each global batch then becomes one
-Spark job (two when the micro-batches differ in size) with one task per
-micro-batch; the driver adds up the weighted gradients and takes the
-optimizer step, so the SGD/LARS math is the local one.
+``--spark-mode parfor`` (the default): the same dml/train.dml as the local runner,
+with its micro-batch ``parfor`` switched by two ``-nvargs`` to ``mode=REMOTE_SPARK,
+opt=CONSTRAINED`` and SystemDS started with ``-exec hybrid``. Each global batch then
+becomes one Spark job (two when the micro-batches differ in size) with one task per
+micro-batch; the driver adds up the weighted gradients and takes the optimizer step,
+so the SGD/LARS math is the local one. The driver holds the whole training set.
+
+``--spark-mode paramserv --workers K``: dml/train_paramserv.dml calls SystemDS's
+``paramserv(mode=REMOTE_SPARK, utype=BSP, freq=BATCH)`` once per epoch: Spark reads
+the training set from its binary files on the executors and partitions it onto K
+workers (one long task each); each step every worker computes the gradient of its
+B/K rows and the driver applies the optimizer to their size-weighted mean
+(dml/paramserv/functions.dml). Only the model list and the gradients travel per
+step. See docs/spark.md for the semantics (batches differ from the local run's).
 
 What this module adds around it: checks before anything starts (Java, a
 Spark 3.5 / Scala 2.12 ``spark-submit``, a reachable master), the
@@ -32,6 +39,12 @@ from .errors import DMLError, UserError
 from .runtime import FatalError
 
 PARFOR = {"parfor_mode": "REMOTE_SPARK", "parfor_opt": "CONSTRAINED"}
+SPARK_MODES = ("parfor", "paramserv")
+PARAMSERV_SCRIPT = "train_paramserv.dml"
+PARAMSERV_FUNCTIONS = "paramserv/functions.dml"
+# the lines of train_paramserv.dml / paramserv/functions.dml that the run's rendering replaces
+NET_LINE = 'source("models/lenet5.dml") as net'
+PS_LINE = 'source("paramserv/functions.dml") as ps'
 SPARK_VERSION = "3.5"
 SCALA_VERSION = "2.12"
 DRIVER_JVM_FLAGS = [*runtime.JVM_FLAGS, "--add-opens=java.base/java.lang.ref=ALL-UNNAMED"]
@@ -89,6 +102,8 @@ class SparkOptions:
     executor_memory: str = DEFAULT_EXECUTOR_MEMORY
     conf: dict[str, str] = field(default_factory=dict)
     scratch: str | None = None
+    mode: str = "parfor"  # SPARK_MODES
+    workers: int | None = None  # paramserv workers K (paramserv mode only)
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +119,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--spark-scratch", metavar="DIR",
                    help="SystemDS scratch folder shared by driver and executors (an hdfs:// URI "
                         "or a shared mount); required on YARN; default: a local temporary folder")
+    g.add_argument("--spark-mode", choices=SPARK_MODES, default=None,
+                   help="parfor (default): the driver holds the data and ships each step's micro-batches; "
+                        "paramserv: the data is partitioned onto --workers Spark tasks once per epoch and "
+                        "only model and gradients travel (docs/spark.md)")
+    g.add_argument("--workers", type=int, default=None, metavar="K",
+                   help="paramserv workers (Spark tasks, each B/K rows per step); needs --spark-mode "
+                        "paramserv and at least K free executor cores")
 
 
 def options_from_args(args: argparse.Namespace) -> SparkOptions | None:
@@ -112,16 +134,76 @@ def options_from_args(args: argparse.Namespace) -> SparkOptions | None:
                                       ("--driver-memory", args.driver_memory),
                                       ("--executor-memory", args.executor_memory),
                                       ("--spark-conf", args.spark_conf),
-                                      ("--spark-scratch", args.spark_scratch)) if value]
+                                      ("--spark-scratch", args.spark_scratch),
+                                      ("--spark-mode", args.spark_mode),
+                                      ("--workers", args.workers is not None)) if value]
     if args.backend != "spark":
         if given:
             raise UserError(f"{given[0]} needs --backend spark")
         return None
     if not args.spark_master:
         raise UserError("--backend spark needs --spark-master URL (local[N], spark://host:port or yarn)")
-    return SparkOptions(master=args.spark_master, driver_memory=args.driver_memory,
-                        executor_memory=args.executor_memory or DEFAULT_EXECUTOR_MEMORY,
-                        conf=parse_conf(args.spark_conf), scratch=args.spark_scratch)
+    options = SparkOptions(master=args.spark_master, driver_memory=args.driver_memory,
+                           executor_memory=args.executor_memory or DEFAULT_EXECUTOR_MEMORY,
+                           conf=parse_conf(args.spark_conf), scratch=args.spark_scratch,
+                           mode=args.spark_mode or "parfor", workers=args.workers)
+    check_mode(options)
+    return options
+
+
+def check_mode(options: SparkOptions, batch_size: int | None = None) -> None:
+    """One-line UserErrors for a bad --spark-mode/--workers combination (no data needed).
+
+    paramserv's BSP server waits for all K workers every step, and each worker is one
+    Spark task for the whole epoch: K must divide the batch (equal local batches, one
+    update per global batch) and a ``local[N]`` master must run all K tasks at once.
+    """
+    if options.mode not in SPARK_MODES:
+        raise UserError(f"unknown --spark-mode '{options.mode}': choose {' or '.join(SPARK_MODES)}")
+    if options.mode != "paramserv":
+        if options.workers is not None:
+            raise UserError("--workers needs --spark-mode paramserv (the parfor mode uses --parallel-batches)")
+        return
+    if options.workers is None:
+        raise UserError("--spark-mode paramserv needs --workers K, the number of Spark tasks that hold the data")
+    if options.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {options.workers}")
+    local = LOCAL_MASTER.fullmatch(options.master.strip())
+    if local and local.group(2) and local.group(2) != "*" and options.workers > int(local.group(2)):
+        raise UserError(f"--workers {options.workers} needs {options.workers} task slots but {options.master} "
+                        f"has {local.group(2)}: paramserv's workers must all run at once (BSP); use "
+                        f"local[{options.workers}] or fewer workers")
+    if local and not local.group(1) and options.workers > 1:
+        raise UserError(f"--workers {options.workers} needs {options.workers} task slots but 'local' has 1: "
+                        f"use local[{options.workers}]")
+    if batch_size is not None and batch_size % options.workers:
+        raise UserError(f"--batch-size {batch_size} is not a multiple of --workers {options.workers}: each "
+                        f"worker computes B/K rows per step; choose a batch size divisible by K")
+
+
+def check_partitions(n: int, batch_size: int, workers: int) -> None:
+    """A UserError unless every paramserv worker takes exactly ceil(N/B) steps per epoch.
+
+    SystemDS gives worker k (k < K-1) ceil(N/K) rows and the last one the rest; with b = B/K
+    rows per local batch a worker takes ceil(rows/b) steps. BSP needs equal counts (else the
+    server waits forever for the workers that finished), and one update per global batch
+    needs them equal to ceil(N/B), the local run's steps per epoch.
+    """
+    batch = min(batch_size, n)
+    if batch % workers:
+        raise UserError(f"the batch ({batch} rows) is not a multiple of --workers {workers}: each worker "
+                        f"computes B/K rows per step; choose a batch size divisible by K")
+    per = -(-n // workers)
+    rows = [per] * (workers - 1) + [n - per * (workers - 1)]
+    local_batch = batch // workers
+    steps = {-(-r // local_batch) if r > 0 else 0 for r in rows}
+    want = -(-n // batch)
+    if steps != {want}:
+        raise UserError(f"with {n} training images, batch {batch_size} and {workers} workers the workers' "
+                        f"partitions ({', '.join(map(str, sorted(set(rows))))} rows) take "
+                        f"{'/'.join(map(str, sorted(steps)))} steps of {local_batch} rows per epoch, not "
+                        f"{want} each: SystemDS's BSP paramserv needs equal counts; choose a training size, "
+                        f"batch size or number of workers for which they are")
 
 
 def parse_conf(items: list[str]) -> dict[str, str]:
@@ -275,6 +357,11 @@ def submit_command(script: Path, nvargs: dict, sds_config: Path, options: SparkO
     executor_flags = [*EXECUTOR_JVM_FLAGS, conf.pop("spark.executor.extraJavaOptions", "")]
     conf["spark.executor.extraJavaOptions"] = " ".join(f for f in executor_flags if f)
     conf.setdefault("spark.ui.showConsoleProgress", "false")
+    if options.mode == "paramserv":
+        # a paramserv worker is one task for a whole epoch, in step with the driver's BSP server:
+        # a retried task would start the epoch over against a server that has moved on, so a
+        # lost task (or executor) fails the run instead
+        conf.setdefault("spark.task.maxFailures", "1")
     if _loopback_master(options.master):  # the executors must reach the driver on the same address
         conf.setdefault("spark.driver.host", "127.0.0.1")
     cmd = [str(spark_submit()), "--master", options.master, "--deploy-mode", "client", "--name", name,
@@ -296,6 +383,107 @@ def submit_command(script: Path, nvargs: dict, sds_config: Path, options: SparkO
 def scratch_dir(options: SparkOptions, workdir: Path) -> str:
     """The SystemDS scratch folder: the shared one given, else a local one in ``workdir``."""
     return options.scratch or str(workdir / "scratch")
+
+
+# ---------------------------------------------------------------- the paramserv mode
+
+
+# SystemDS 3.4.0 recompiles the functions paramserv ships to its Spark workers with forced CP
+# exec types and serializes them without the sizes its inter-procedural analysis found, so
+# inside the model's inner functions the row count is unknown, and there SystemDS computes a
+# wrong conv1 gradient (the quirk dml/train.dml works around with opt=CONSTRAINED). Reshaping
+# those functions' inputs to the literal local batch size ($ps_batch) at their entry gives
+# back the local gradient (LeNet-5: step-2 loss 2.3703477495868257 on the workers, the local
+# 2.3703477495868253; without it 2.3705570728401). model -> function -> {input: columns}.
+# Every call then has exactly $ps_batch rows: stateless models pad their short batches
+# (paramserv/functions.dml). Models with state are not listed (their short batches differ).
+LITERAL_ROWS = {
+    "lenet5": {"backward": {"X": 784, "a1": 6 * 28 * 28, "p1": 6 * 14 * 14, "a2": 16 * 14 * 14}},
+}
+
+
+def with_literal_rows(model_text: str, model: str) -> str:
+    """The model's text with LITERAL_ROWS' reshapes at the entry of the listed functions."""
+    from .models import _function_span
+
+    for function, inputs in LITERAL_ROWS.get(model, {}).items():
+        start, _ = _function_span(model_text, function)
+        body = model_text.index("{", start) + 1
+        lines = "".join(f"\n  {name} = matrix({name}, rows=$ps_batch, cols={cols})  # lars_systemml/spark.py"
+                        for name, cols in inputs.items())
+        model_text = model_text[:body] + lines + model_text[body:]
+    return model_text
+
+
+def render_paramserv(model_file: Path, workdir: Path, model: str = "") -> Path:
+    """Write ``workdir/train_paramserv.dml`` and ``workdir/paramserv-functions.dml`` for a run.
+
+    ``model_file``: the run's rendered model (models.render writes ``workdir/model.dml``),
+    rewritten in place with LITERAL_ROWS for ``model``. Both scripts source it; the main
+    script sources the rendered functions file by its absolute path, which is also the
+    namespace of the ``upd``/``agg`` function names.
+    """
+    model_file.write_text(with_literal_rows(model_file.read_text(), model))
+    functions = workdir / "paramserv-functions.dml"
+    text = (runtime.dml_dir() / PARAMSERV_FUNCTIONS).read_text()
+    functions.write_text(text.replace(NET_LINE, f'source("{model_file}") as net'))
+    text = (runtime.dml_dir() / PARAMSERV_SCRIPT).read_text()
+    script = workdir / PARAMSERV_SCRIPT
+    script.write_text(text.replace(NET_LINE, f'source("{model_file}") as net')
+                      .replace(PS_LINE, f'source("{functions}") as ps'))
+    return script
+
+
+def paramserv_args(functions: Path, workers: int, batch_rows: int, ps_mode: str = "REMOTE_SPARK") -> dict:
+    """The -nvargs of train_paramserv.dml that select paramserv's functions, mode, K and the
+    rows per worker and step (``batch_rows`` = min(B, N) / K, a literal in the functions)."""
+    return {"ps_upd": f"{functions}::gradients", "ps_agg": f"{functions}::aggregation",
+            "ps_mode": ps_mode, "workers": workers, "ps_batch": batch_rows}
+
+
+def stage_training_data(paths: dict[str, str], options: SparkOptions, workdir: Path) -> dict[str, str]:
+    """The training matrices where the executors can read them: X and Y (binary, with their .mtd).
+
+    No ``--spark-scratch``: the prepared files themselves (every executor runs on this
+    machine). A scratch folder on a shared mount: copied there once per run. An ``hdfs://``
+    (or other Hadoop) URI: put there with ``hadoop fs`` (which must be on PATH). The test
+    matrices stay on the driver (it evaluates them).
+    """
+    scratch = options.scratch
+    if not scratch:
+        return dict(paths)
+    staged = dict(paths)
+    local = scratch[len("file://"):] if scratch.startswith("file://") else scratch
+    if "://" not in local:
+        import shutil
+
+        target = Path(local) / f"data-{workdir.name}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("X", "Y"):
+            src = Path(paths[name])
+            copy = shutil.copytree if src.is_dir() else shutil.copyfile
+            copy(src, target / name)
+            shutil.copyfile(f"{src}.mtd", target / f"{name}.mtd")
+            staged[name] = str(target / name)
+        return staged
+    import shutil
+    import subprocess
+
+    hadoop = shutil.which("hadoop")
+    if not hadoop:
+        raise FatalError(f"--spark-mode paramserv with --spark-scratch {scratch} needs the 'hadoop' command "
+                         f"on PATH to put the training data there (or a shared mount as --spark-scratch)")
+    target = f"{scratch.rstrip('/')}/data-{workdir.name}"
+    for name in ("X", "Y"):
+        cmd = [hadoop, "fs", "-put", "-f", paths[name], f"{paths[name]}.mtd", target + "/"]
+        done = subprocess.run([hadoop, "fs", "-mkdir", "-p", target], capture_output=True, text=True)
+        if done.returncode == 0:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise FatalError(f"cannot put the training data into {target}: {last}")
+        staged[name] = f"{target}/{name}"
+    return staged
 
 
 # ---------------------------------------------------------------- running it

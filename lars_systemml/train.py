@@ -131,6 +131,7 @@ def train(config: TrainConfig, output: str | Path, options: RunOptions | None = 
     spec.check_shape(datasets.describe(config.dataset, options.data_dir))
     runtime.check_java()
     if options.spark:
+        spark.check_mode(options.spark, config.batch_size)
         spark.preflight(options.spark)
     started = time.time()
     folder = RunFolder(output)
@@ -200,6 +201,12 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
                   **({"resume_from": str(resume_from["folder"])} if resume_from else {}),
                   **(spark.PARFOR if options.spark else LOCAL_PARFOR), **options.dml_overrides}
         script = models.render(runtime.dml_dir() / "train.dml", config.model, tmp)
+        if options.spark and options.spark.mode == "paramserv":  # docs/spark.md: the paramserv mode
+            spark.check_partitions(prepared.train_size, config.batch_size, options.spark.workers)
+            script = spark.render_paramserv(tmp / "model.dml", tmp, config.model)
+            nvargs.update(spark.stage_training_data(prepared.paths, options.spark, tmp),
+                          **spark.paramserv_args(tmp / "paramserv-functions.dml", options.spark.workers,
+                                                 min(config.batch_size, prepared.train_size) // options.spark.workers))
         if options.spark:
             cmd, env = spark.submit_command(script, nvargs, sds_config, options.spark, tmp, heap=options.heap,
                                             stats=options.stats, name=f"lars-systemml {folder.output.name}")
@@ -258,6 +265,8 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
         "model_dir": "model",
         "backend": "spark" if options.spark else "local",
         "spark_master": options.spark.master if options.spark else None,
+        "spark_mode": options.spark.mode if options.spark else None,
+        "workers": options.spark.workers if options.spark else None,
         "native_blas": settings.get("sysds.native.blas", "none"),
         "systemds_version": runtime.systemds_version(),
         "history": [
