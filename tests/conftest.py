@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from lars_systemml import runtime
+from lars_systemml import standalone as standalone_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS_DML = Path(__file__).resolve().parent / "dml"
 # Every registered model's options for small, fast test runs (--model-option strings).
 SMALL_MODEL_OPTIONS = {"lenet5": "", "mlp": "width=16,depth=2", "resnet": "channels=2,blocks=2"}
+# Spark settings of the standalone-cluster tests: small JVMs, no web UI
+SMALL_JVM = {"driver_memory": "1g", "executor_memory": "1g"}
+QUIET = {"spark.ui.enabled": "false"}
 
 
 def _data_dir(env: str, shared_name: str, label: str) -> Path:
@@ -59,3 +63,21 @@ def run_test_dml(script: str, **nvargs) -> list[str]:
 def write_csv(path: Path, matrix) -> str:
     np.savetxt(path, np.atleast_2d(np.asarray(matrix, dtype=float)), delimiter=",", fmt="%.17g")
     return str(path)
+
+
+@pytest.fixture
+def loopback(monkeypatch):
+    """Spark binds to 127.0.0.1 only (the tests never reach another address)."""
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """A Spark standalone master and one worker (2 cores, 2 GiB) on 127.0.0.1, free ports,
+    temporary folders (lars_systemml/standalone.py); stopped at the end even when a test fails."""
+    try:
+        with standalone_cluster.running(tmp_path_factory.mktemp("standalone"), workers=1, cores=2,
+                                        memory="2g") as cluster:
+            yield cluster
+    except standalone_cluster.ClusterError as exc:
+        pytest.fail(str(exc))

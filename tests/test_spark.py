@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL_MODEL_OPTIONS
+from conftest import QUIET, SMALL_JVM, SMALL_MODEL_OPTIONS
 from lars_systemml import runtime, spark
 from lars_systemml import standalone as standalone_cluster
 from lars_systemml.cli import main
@@ -28,15 +28,7 @@ from lars_systemml.train import RunOptions, train
 # B=100 in P=3 micro-batches is 34/33/33: both the (base+1)- and the base-row parfor run.
 CONFIG = dict(optimizer="sgd", lr=0.05, batch_size=100, parallel_batches=3, epochs=1,
               train_size=600, test_size=200)
-SMALL_JVM = {"driver_memory": "1g", "executor_memory": "1g"}
-QUIET = {"spark.ui.enabled": "false"}
-
-
-@pytest.fixture(autouse=True)
-def loopback(monkeypatch):
-    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-
-
+pytestmark = pytest.mark.usefixtures("loopback")
 free_port = standalone_cluster.free_port
 
 
@@ -59,18 +51,6 @@ def esp_count(log: Path) -> int:
 
 
 # ---------------------------------------------------------------- a real standalone cluster
-
-
-@pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
-    """A Spark standalone master and one worker (2 cores, 2 GiB) on 127.0.0.1, free ports,
-    temporary folders (lars_systemml/standalone.py); stopped at the end even when a test fails."""
-    try:
-        with standalone_cluster.running(tmp_path_factory.mktemp("standalone"), workers=1, cores=2,
-                                        memory="2g") as cluster:
-            yield cluster
-    except standalone_cluster.ClusterError as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import QUIET, SMALL_JVM
 from lars_systemml import spark
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
 from lars_systemml.errors import UserError
 from lars_systemml.train import RunOptions, train
 
-from test_spark import QUIET, SMALL_JVM, free_port, loopback, standalone  # noqa: F401 (fixtures)
+pytestmark = pytest.mark.usefixtures("loopback")
 
 MLP = dict(model="mlp", model_options="width=32,depth=2")
 
@@ -94,7 +95,7 @@ def test_submit_command_fails_a_lost_paramserv_task_instead_of_retrying_it(tmp_p
 
 
 @pytest.mark.spark
-def test_full_batch_paramserv_equals_the_local_run(standalone, mnist_dir, tmp_path):  # noqa: F811
+def test_full_batch_paramserv_equals_the_local_run(standalone, mnist_dir, tmp_path):
     # B = N: every step's global batch is the whole set, split 300/300 over two workers, whose
     # size-weighted mean gradient is the full-batch gradient, the local run's. LARS, so that
     # the trust ratios in the aggregation function take part.
@@ -161,7 +162,7 @@ def test_full_batch_paramserv_lenet5_equals_the_local_run(mnist_dir, tmp_path):
 
 
 @pytest.mark.spark
-def test_a_lost_executor_fails_the_run_in_one_line_and_records_nothing(standalone, mnist_dir,  # noqa: F811
+def test_a_lost_executor_fails_the_run_in_one_line_and_records_nothing(standalone, mnist_dir,
                                                                         tmp_path, capsys):
     import os
     import signal
@@ -226,7 +227,7 @@ def replicated_mnist(mnist_dir: Path, folder: Path, copies: int, test_size: int)
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mnist_dir, tmp_path):  # noqa: F811
+def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mnist_dir, tmp_path):
     # 120,000 images (MNIST twice) are 120000 x 784 doubles = 753 MB, the driver has a 512 MB
     # heap (Spark's floor is ~450 MB). The executors read X from its binary files and partition
     # it; the driver's Spark statistics show no parallelize and no collect (the training data
