@@ -91,10 +91,12 @@ def children_cpu_seconds() -> float:
 
 
 def checkout(rev: str, into: Path) -> Path:
-    """dml/ of the working tree ('.') or of a git revision, extracted into ``into``."""
+    """dml/ of the working tree ('.'), of another folder holding a dml/, or of a git revision, in ``into``."""
     target = into / "dml"
     if rev == ".":
         shutil.copytree(REPO / "dml", target)
+    elif (Path(rev) / "dml").is_dir():
+        shutil.copytree(Path(rev) / "dml", target)
     else:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "dml"], capture_output=True, check=True)
         into.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,8 @@ def table(variants: list[Variant], reps: int) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", required=True, metavar="NAME=REV[,chunk=N]",
-                   help="a variant: a git revision of dml/, or '.' for the working tree, optionally with its "
+                   help="a variant: a git revision of dml/, '.' for the working tree or a folder holding a dml/, "
+                        "optionally with its "
                         "own predict chunk size (repeat; the first is the baseline)")
     p.add_argument("--model", default="lenet5", choices=list(models.MODELS))
     p.add_argument("--rows", type=int, default=1024, help="rows per micro-batch (default 1024: batch 4096 / 4)")
