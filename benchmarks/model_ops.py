@@ -125,13 +125,13 @@ def run(variant: Variant, mode: str, args, nvargs: dict, config: Path) -> None:
         variant.native[mode] = native.split(":")[-1].strip().rstrip(".")
 
 
-def table(variants: list[Variant], reps: int) -> list[str]:
+def table(variants: list[Variant], reps: int, programs=("grad", "predict")) -> list[str]:
     lines = ["| variant | revision | program | s/call (DML) | CPU s/call | native mult/conv/bwdF/bwdD | checksum |",
              "|---|---|---|---|---|---|---|"]
     setup = {v.name: statistics.median(v.cpu["setup"]) for v in variants}
     base = {}
     for v in variants:
-        for mode in ("grad", "predict"):
+        for mode in programs:
             secs = statistics.median(v.secs[mode])
             cpu = (statistics.median(v.cpu[mode]) - setup[v.name]) / reps
             change = ""
@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-rows", type=int, default=10000, help="test images per evaluation")
     p.add_argument("--chunk", type=int, default=5000, help="rows per forward pass of predict (train.dml's default)")
     p.add_argument("--reps", type=int, default=10, help="calls per program run")
+    p.add_argument("--programs", nargs="+", default=["grad", "predict"], choices=["grad", "predict"],
+                   help="what to time (default both)")
     p.add_argument("--runs", type=int, default=2, help="runs of each program per variant (interleaved)")
     p.add_argument("--java-kernels", action="store_true",
                    help="run without native BLAS (sysds.native.blas=none): SystemDS's Java kernels")
@@ -191,10 +193,10 @@ def main(argv=None) -> int:
             v.dml = checkout(v.rev, tmp / f"v{i}")
         for r in range(args.runs):
             for v in (variants if r % 2 == 0 else variants[::-1]):
-                for mode in ("setup", "grad", "predict"):
+                for mode in ("setup", *args.programs):
                     run(v, mode, args, nvargs, config)
-                print(f"run {r + 1}/{args.runs} {v.name}: grad {v.secs['grad'][-1]:.3f} s, "
-                      f"predict {v.secs['predict'][-1]:.3f} s", file=sys.stderr, flush=True)
+                print(f"run {r + 1}/{args.runs} {v.name}: " + ", ".join(
+                    f"{mode} {v.secs[mode][-1]:.3f} s" for mode in args.programs), file=sys.stderr, flush=True)
 
     command = " ".join(sys.argv[1:] if argv is None else argv)
     lines = ["# A/B of a model's gradients and evaluation", "",
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
              "- s/call: median over runs of the DML-timed seconds per call; CPU s/call: median CPU seconds "
              "of a run minus those of the setup-only run, per call (change vs the first variant); "
              "checksum: sum of the gradients / test loss per call (must agree across variants)", ""]
-    lines += table(variants, args.reps)
+    lines += table(variants, args.reps, args.programs)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
