@@ -398,7 +398,7 @@ def scratch_dir(options: SparkOptions, workdir: Path) -> str:
 # Every call then has exactly $ps_batch rows: stateless models pad their short batches
 # (paramserv/functions.dml). Models with state are not listed (their short batches differ).
 LITERAL_ROWS = {
-    "lenet5": {"backward": {"X": 784, "a1": 6 * 28 * 28, "p1": 6 * 14 * 14, "a2": 16 * 14 * 14}},
+    "lenet5": {"backward": {"X": 784, "z1": 6 * 28 * 28, "p1": 6 * 14 * 14, "z2": 16 * 14 * 14}},
 }
 
 
@@ -409,6 +409,11 @@ def with_literal_rows(model_text: str, model: str) -> str:
     for function, inputs in LITERAL_ROWS.get(model, {}).items():
         start, _ = _function_span(model_text, function)
         body = model_text.index("{", start) + 1
+        header = model_text[start:body]
+        missing = [name for name in inputs if not re.search(rf"matrix\[double\]\s+{name}\b", header)]
+        if missing:  # the model changed its signature: keep LITERAL_ROWS in step with it
+            raise AssertionError(f"LITERAL_ROWS[{model!r}][{function!r}] names {missing}, which are not "
+                                 f"inputs of {model}::{function}")
         lines = "".join(f"\n  {name} = matrix({name}, rows=$ps_batch, cols={cols})  # lars_systemml/spark.py"
                         for name, cols in inputs.items())
         model_text = model_text[:body] + lines + model_text[body:]

@@ -246,3 +246,15 @@ def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mni
     par, bc, col = map(int, re.search(r"Spark trans counts \(par,bc,col\):\s*(\d+)/(\d+)/(\d+)", log).groups())
     assert par == 0, "the driver parallelized a matrix: the training data went through it"
     assert col <= 1, "the driver collected more than the final accuracy's 10,000-row slice"
+
+
+def test_literal_rows_name_inputs_of_the_current_model_functions():
+    """spark.LITERAL_ROWS patches model functions by their input names: a renamed input fails here,
+    not as a DML error on the executors."""
+    from lars_systemml import runtime
+    from lars_systemml.models import MODELS
+
+    for model in spark.LITERAL_ROWS:
+        text = (runtime.dml_dir() / MODELS[model].file).read_text()
+        patched = spark.with_literal_rows(text, model)
+        assert patched.count("rows=$ps_batch") == sum(len(v) for v in spark.LITERAL_ROWS[model].values())
