@@ -3,16 +3,16 @@ model and every optimizer, on the model's own parameters and segment table."""
 import numpy as np
 import pytest
 
-from conftest import TESTS_DML
+from conftest import SMALL_MODEL_OPTIONS, TESTS_DML
 from lars_systemml import models, runtime
 from lars_systemml.config import OPTIMIZERS
-from test_model_contract import SMALL  # each model's small test configuration (options, shape)
+from test_model_contract import SMALL_SHAPES  # each model's small input shape
 
 pytestmark = pytest.mark.slow
 
 
 def test_every_model_has_small_test_options():
-    assert set(SMALL) == set(models.MODELS)
+    assert set(SMALL_MODEL_OPTIONS) == set(SMALL_SHAPES) == set(models.MODELS)
 
 
 @pytest.fixture(scope="module", params=sorted(models.MODELS))
@@ -21,7 +21,7 @@ def model_params(request, tmp_path_factory):
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     script = models.render(TESTS_DML / "model_params.dml", name, tmp)
-    options, shape = SMALL[name]
+    options, shape = SMALL_MODEL_OPTIONS[name], SMALL_SHAPES[name]
     args = {**models.get(name).script_args(options, shape), "seed": 4,
             "theta": str(tmp / "theta.csv"), "seg": str(tmp / "seg.csv")}
     runtime.run_dml(runtime.local_command(script, args, heap="2g"), cwd=runtime.dml_dir())
