@@ -42,8 +42,10 @@ from .fsutil import atomic_path
 # (lars_systemml/tune.py); a sweep's rows leave them empty.
 LATER_COLUMNS = ("stage", "trial")
 # Facts about a row's run added later, empty in older rows: what the data files were by
-# content (data.py: a known data set's name or "custom", and "file:md5 ..." of their bytes).
-LATER_FACTS = ("data_identity", "data_checksums")
+# content (data.py: a known data set's name or "custom", and "file:md5 ..." of their bytes);
+# on Spark, the mode and paramserv's worker count (a paramserv run's batches differ from a
+# local run's: docs/spark.md).
+LATER_FACTS = ("data_identity", "data_checksums", "spark_mode", "workers")
 RESULT_COLUMNS = (
     ["config_name", "run_id", "config_hash"]
     + TrainConfig.field_names()

@@ -222,3 +222,15 @@ def test_a_row_records_the_data_checksums_as_one_cell(tmp_path):
     sums = {"train-images-idx3-ubyte": "aa11", "t10k-labels-idx1-ubyte": "bb22"}
     row = sweep.result_row(exp, cell, {**metrics(cell.config), "data_checksums": sums}, "abc")
     assert row["data_checksums"] == "train-images-idx3-ubyte:aa11 t10k-labels-idx1-ubyte:bb22"
+
+
+def test_a_row_records_the_spark_mode_and_workers(tmp_path):
+    exp = experiment(tmp_path)
+    cell = exp.cells[0]
+    row = sweep.result_row(exp, cell, {**metrics(cell.config), "backend": "spark", "spark_mode": "paramserv",
+                                       "workers": 2}, "abc")
+    append_result(tmp_path / "results.csv", row)
+    (back,) = read_results(tmp_path / "results.csv")
+    assert (back["backend"], back["spark_mode"], str(back["workers"])) == ("spark", "paramserv", "2")
+    local = sweep.result_row(exp, cell, {**metrics(cell.config), "spark_mode": None, "workers": None}, "abc")
+    assert local["spark_mode"] is None  # written empty
