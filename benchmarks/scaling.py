@@ -82,7 +82,7 @@ def _spark_argv(args, cluster: standalone.Cluster, k: int, events: Path, scratch
             "--executor-memory", args.executor_memory, "--spark-scratch", str(scratch)]
     if args.spark_mode != "parfor":  # today's CLI knows only the parfor mode (its default)
         argv += ["--spark-mode", args.spark_mode, "--workers", str(k)]
-    for conf in ("spark.ui.enabled=false", "spark.eventLog.enabled=true", f"spark.eventLog.dir={events.as_uri()}",
+    for conf in ("spark.ui.enabled=false", "spark.eventLog.enabled=true", f"spark.eventLog.dir={events.resolve().as_uri()}",
                  "spark.eventLog.logBlockUpdates.enabled=true", f"spark.executor.cores={args.cores_per_worker}"):
         argv += ["--spark-conf", conf]
     return argv
@@ -183,7 +183,7 @@ def split_step(metrics: dict, stats: dict, events: dict | None, slots: int, scra
 
 
 def measure_one(args, label: str, batch: int, k: int | None, cluster: standalone.Cluster | None) -> dict:
-    out = Path(args.output)
+    out = Path(args.output).resolve()  # absolute: Spark takes file URIs
     run = out / "runs" / label
     events = out / "events" / label
     scratch = out / "scratch" / label
