@@ -258,3 +258,23 @@ def test_literal_rows_name_inputs_of_the_current_model_functions():
         text = (runtime.dml_dir() / MODELS[model].file).read_text()
         patched = spark.with_literal_rows(text, model)
         assert patched.count("rows=$ps_batch") == sum(len(v) for v in spark.LITERAL_ROWS[model].values())
+
+
+@pytest.mark.parametrize("name", ["lenet5", "mlp"])
+def test_zero_padding_rows_add_nothing_to_a_stateless_models_gradient(name, tmp_path):
+    """The paramserv workers pad a short batch with zero rows and zero labels: the padded
+    batch's summed loss and gradient must be those of its real rows."""
+    import numpy as np
+
+    from conftest import SMALL_MODEL_OPTIONS, TESTS_DML
+    from lars_systemml import models, runtime
+    from lars_systemml.models import Shape
+
+    script = models.render(TESTS_DML / "padded_gradients.dml", name, tmp_path)
+    shape = Shape(1, 28, 28, 10)
+    args = {**models.get(name).script_args(SMALL_MODEL_OPTIONS[name], shape), "seed": 3, "real_rows": 5, "padded_rows": 8,
+            "out": str(tmp_path / "both.csv")}
+    runtime.run_dml(runtime.local_command(script, args, heap="2g"), cwd=runtime.dml_dir())
+    real, padded = np.loadtxt(tmp_path / "both.csv", delimiter=",", ndmin=2)
+    assert np.any(real[1:] != 0)
+    np.testing.assert_allclose(padded, real, rtol=1e-12, atol=1e-15)
