@@ -29,7 +29,8 @@ class Checkpoints:
     """The checkpoint folder of one run folder."""
 
     def __init__(self, run_folder: Path):
-        self.folder = Path(run_folder) / "checkpoint"
+        # absolute: SystemDS writes the checkpoints with dml/ as its working directory
+        self.folder = Path(run_folder).resolve() / "checkpoint"
 
     def latest(self) -> dict | None:
         """The newest complete checkpoint as {"epoch", "folder" (absolute Path), "seconds"}, or None."""

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SMALL_MODEL_OPTIONS
-from lars_systemml import data, saved_model
+from conftest import REPO, SMALL_MODEL_OPTIONS
+from lars_systemml import data, runtime, saved_model
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
 from lars_systemml.errors import UserError
@@ -105,7 +105,10 @@ def test_missing_model_is_a_one_line_error(tmp_path, capsys):
         saved_model.load(tmp_path / "nothing")
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, mnist_dir):
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, mnist_dir, monkeypatch):
+    # a relative --output, as users type it: the checkpoints must still land in it, not under
+    # SystemDS's working directory dml/
+    monkeypatch.chdir(tmp_path)
     args = ["train", "--optimizer", "lamb", "--lr", "0.01", "--batch-size", "100", "--epochs", "4",
             "--train-size", "400", "--test-size", "100", "--seed", "9", "--data-dir", str(mnist_dir),
             "--heap", "2g", "--no-progress"]
@@ -113,9 +116,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, mnist_dir):
                               test_size=100, seed=9),
                   tmp_path / "whole", RunOptions(data_dir=str(mnist_dir), progress=False, heap="2g"))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "lars_systemml", *args, "--output", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "lars_systemml", *args, "--output", "killed"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     latest = out / "checkpoint" / "latest.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -129,7 +133,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, mnist_dir):
     stopped_at = json.loads(latest.read_text())["epoch"]
     assert 2 <= stopped_at < 4
 
-    assert main([*args, "--output", str(out), "--resume"]) == 0
+    assert not (runtime.dml_dir() / "killed").exists()
+    assert main([*args, "--output", "killed", "--resume"]) == 0
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["resumed_from_epoch"] == stopped_at
     for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "steps", "epochs_run"):
