@@ -25,6 +25,7 @@ from lars_systemml import spark
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
 from lars_systemml.errors import UserError
+from lars_systemml.results import read_results
 from lars_systemml.train import RunOptions, train
 
 pytestmark = pytest.mark.usefixtures("loopback")
@@ -162,7 +163,7 @@ def test_full_batch_paramserv_lenet5_equals_the_local_run(mnist_dir, tmp_path):
 
 
 @pytest.mark.spark
-def test_a_lost_executor_fails_the_run_in_one_line_and_records_nothing(standalone, mnist_dir,
+def test_a_lost_executor_recovers_or_fails_in_one_line_without_a_row(standalone, mnist_dir,
                                                                         tmp_path, capsys):
     import os
     import signal
@@ -198,8 +199,15 @@ def test_a_lost_executor_fails_the_run_in_one_line_and_records_nothing(standalon
                  "--executor-memory", "1g", "--spark-conf", "spark.ui.enabled=false"])
     watcher.join(timeout=5)
     assert killed, "the run ended before an executor could be killed"
-    assert code == 2
     err = capsys.readouterr()
+    if code == 0:
+        # Recovered: the executor died between two epochs' paramserv calls (no task running;
+        # seen on a loaded machine), the master started a new one and the run completed.
+        (row,) = read_results(results / "results.csv")
+        assert row["epochs_run"] == 20 and not row["diverged"]
+        return
+    # Failed: the executor died under a paramserv task (maxFailures=1): one line, no row.
+    assert code == 2
     failed = [line for line in (err.out + err.err).splitlines() if "FAILED" in line or line.startswith("error:")]
     assert failed and all("\n" not in line for line in failed)
     assert any("Spark failed" in line for line in failed), failed
