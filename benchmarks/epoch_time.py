@@ -232,6 +232,15 @@ def table(results: dict, args) -> list[str]:
     return lines
 
 
+
+def emit_report(text: str, output: str | Path | None) -> None:
+    """Print a benchmark's markdown report and, if ``output`` is given, write it there
+    (its folder made first). Shared by the benchmarks in this folder."""
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES)
@@ -303,12 +312,8 @@ def main(argv=None) -> int:
     if peak and peak.peak_rss:
         lines += ["", f"Peak RSS of the SystemDS JVM at batch {max(args.batch_sizes)}: "
                       f"{max(peak.peak_rss) / 2**30:.2f} GiB (heap -Xmx{args.heap})."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"written to {out}", file=sys.stderr)
+    emit_report("\n".join(lines) + "\n", args.output)
+    print(f"written to {args.output}", file=sys.stderr)
     return 0
 
 

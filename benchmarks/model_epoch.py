@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from epoch_time import machine_description  # noqa: E402
+from epoch_time import emit_report, machine_description  # noqa: E402
 
 from lars_systemml import models  # noqa: E402
 from lars_systemml.config import TrainConfig  # noqa: E402
@@ -88,10 +88,7 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['model']} | {r['npar']:,} | {r['epoch']:.1f} | {r['first']:.1f} | {r['eval']:.2f} "
                      f"| {r['wall']:.0f} | {r['test_accuracy']:.4f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
+    emit_report("\n".join(lines) + "\n", args.output)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -34,7 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from epoch_time import emit_report  # noqa: E402
 from lars_systemml import data, models, runtime  # noqa: E402
 
 PROGRAM = """\
@@ -210,11 +211,7 @@ def main(argv=None) -> int:
              "of a run minus those of the setup-only run, per call (change vs the first variant); "
              "checksum: sum of the gradients / test loss per call (must agree across variants)", ""]
     lines += table(variants, args.reps, args.programs)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
+    emit_report("\n".join(lines) + "\n", args.output)
     return 0
 
 

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from epoch_time import Result, machine_description, run_dml  # noqa: E402
+from epoch_time import Result, emit_report, machine_description, run_dml  # noqa: E402
 
 from lars_systemml import data, runtime  # noqa: E402
 from lars_systemml.config import TrainConfig  # noqa: E402
@@ -219,11 +219,7 @@ def main(argv=None) -> int:
     lines += table(results, args)
     if profiles:
         lines += ["", f"-stats (one run each, files in {args.stats}):", "", "```", *profiles, "```"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
+    emit_report("\n".join(lines) + "\n", args.output)
     return 0
 
 

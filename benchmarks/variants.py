@@ -33,7 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from epoch_time import emit_report  # noqa: E402
 from lars_systemml.config import TrainConfig  # noqa: E402
 from lars_systemml.train import RunOptions, train  # noqa: E402
 
@@ -154,11 +156,8 @@ def main(argv=None) -> int:
              "eval: one test-set evaluation; CPU s: user + system seconds of the SystemDS process, whole run "
              "(median; change vs the first variant); test loss: the final one of each repetition (must agree)", ""]
     lines += table(variants)
-    text = "\n".join(lines) + "\n"
-    print(text)
+    emit_report("\n".join(lines) + "\n", args.output)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
         print(f"written to {args.output}", file=sys.stderr)
     return 0
 
