@@ -46,6 +46,7 @@ import _scaling_logs as logs  # noqa: E402
 import _scaling_model as sm  # noqa: E402
 
 from lars_systemml import standalone  # noqa: E402
+from lars_systemml.plot import _save as save_figure  # noqa: E402  (png + svg, atomic, closes the figure)
 
 LENET5_PARAMS = 107786  # LeNet-5 with 10 classes (dml/models/lenet5.dml); used if a run saved no model
 DEFAULT_CONFIG = ["--optimizer", "lars", "--lr", "10", "--schedule", "warmup_poly", "--warmup-epochs", "1",
@@ -514,12 +515,7 @@ def plot(r: dict, out: Path) -> list[Path]:
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        path = out / f"time_to_target.{ext}"
-        fig.savefig(path, dpi=130)
-        written.append(path)
-    plt.close(fig)
+    written += save_figure(fig, out, "time_to_target")
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for b in sorted({g["batch"] for g in r["grid"]}):
@@ -534,12 +530,7 @@ def plot(r: dict, out: Path) -> list[Path]:
     ax.set_ylabel("predicted seconds per epoch (dotted: embedded backend, measured)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        path = out / f"epoch_seconds.{ext}"
-        fig.savefig(path, dpi=130)
-        written.append(path)
-    plt.close(fig)
+    written += save_figure(fig, out, "epoch_seconds")
     return written
 
 
