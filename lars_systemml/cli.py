@@ -186,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import data, saved_model
+    from . import data, datasets, saved_model
 
     model = saved_model.load(args.model_dir)
     out = Path(args.output) if args.output else model.folder.parent / "evaluation.json"
@@ -196,6 +196,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     same_data = dataset == trained["dataset"]
     test_size = args.test_size or (trained["test_size"] if same_data else None)
     data_dir = args.data_dir or (trained["source"] if same_data else None)
+    # data of another shape is refused before it is prepared (preparing a folder starts a JVM)
+    saved_model.check_data_shape(model, datasets.describe(dataset, data_dir))
     # the training split is prepared too (it is cached), sized as little as possible
     prepared = data.prepare(dataset, data_dir, trained["train_size"] if same_data else None, test_size,
                             trained["subset"] if same_data else "stratified")

@@ -104,7 +104,8 @@ def prepare_output_folder(folder: str | os.PathLike, what: str = "output folder"
 
 
 def probe(folder: Path) -> None:
-    """Write, fsync and remove a probe file in ``folder`` (OSError if it cannot be written)."""
+    """Write, fsync and remove a probe file in ``folder`` (OSError naming ``folder`` if it cannot
+    be written: the probe file is ours, the folder is what the user chose and can fix)."""
     path = folder / f"{PROBE_PREFIX}{os.getpid()}"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -113,6 +114,8 @@ def probe(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from exc
     finally:
         with contextlib.suppress(OSError):
             path.unlink()

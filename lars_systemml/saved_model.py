@@ -114,11 +114,16 @@ def _run_script(name: str, model: SavedModel, nvargs: dict, workdir: Path, heap:
     runtime.run_dml(cmd, cwd=runtime.dml_dir(), log_path=workdir / "systemds.log")
 
 
+def check_data_shape(model: SavedModel, shape: models.Shape) -> None:
+    """A UserError unless data of ``shape`` fits ``model`` (the shape it was trained on)."""
+    if shape != model.shape:
+        raise UserError(f"the data ({shape}) does not fit the model ({model.shape}): "
+                        f"evaluate on a data set of the shape it was trained on")
+
+
 def evaluate(model: SavedModel, prepared, heap: str = "8g") -> dict:
     """Mean cross-entropy (nats) and accuracy of ``model`` on ``prepared``'s test split."""
-    if prepared.shape != model.shape:
-        raise UserError(f"the data ({prepared.shape}) does not fit the model ({model.shape}): "
-                        f"evaluate on a data set of the shape it was trained on")
+    check_data_shape(model, prepared.shape)
     with runtime.work_dir() as tmp:
         paths = prepared.paths
         _run_script("evaluate.dml", model, {"X": paths["Xt"], "Y": paths["Yt"], "fmt": prepared.fmt,

@@ -1,4 +1,6 @@
-"""Hyperparameter validation: one-line errors before any JVM starts."""
+"""Hyperparameter validation: one-line errors before any JVM starts; the --help texts."""
+import argparse
+import re
 import subprocess
 import sys
 
@@ -89,3 +91,26 @@ def test_console_script_runs():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == "error: batch_size must be an integer >= 1, got 0"
+
+
+def test_help_gives_every_option_a_text_and_its_default_without_markup():
+    from lars_systemml.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "evaluate", "predict", "export", "sweep", "max-batch", "tune", "plot", "doctor"} <= set(commands)
+    for name, command in [("lars-systemml", parser), *commands.items()]:
+        text = command.format_help()
+        assert not re.search(r"``|:(func|class|meth|ref|math):`", text), f"reStructuredText in {name} --help"
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):  # its commands have help texts, checked here
+                assert all(a.help for a in action._choices_actions), name
+                continue
+            assert action.help, f"{name} {'/'.join(action.option_strings) or action.dest} has no help text"
+            default = action.default
+            if default in (None, False, argparse.SUPPRESS) or isinstance(default, list):
+                continue
+            shown = formatter._expand_help(action)
+            spellings = {str(default)} | ({repr(default), f"{default:g}"} if isinstance(default, float) else set())
+            assert any(s in shown for s in spellings), f"{name} {action.option_strings}: default {default!r} not in {shown!r}"

@@ -117,6 +117,7 @@ def test_the_probe_turns_each_failure_into_one_line(tmp_path, monkeypatch, code,
         fsutil.prepare_output_folder(tmp_path / "out")
     message = str(info.value)
     assert words in message and str(tmp_path / "out") in message and "\n" not in message
+    assert fsutil.PROBE_PREFIX not in message  # the folder the user chose, not our probe file
     assert list((tmp_path / "out").iterdir()) == []  # the probe file is gone
 
 
@@ -148,6 +149,19 @@ def test_a_real_full_disk_and_a_real_read_only_one_fail_at_the_probe(tmp_path):
     with tmpfs(tmp_path / "ro", "size=64k,ro") as ro:
         with pytest.raises(fsutil.FileSystemError, match="read-only file system"):
             fsutil.prepare_output_folder(ro / "out")
+
+
+def test_train_onto_a_read_only_file_system_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    # the first row, through the command: was exit 1 and an OSError traceback (EROFS) after training
+    from lars_systemml import data, runtime
+
+    monkeypatch.setattr(runtime, "check_java", lambda: None)  # no JVM: the probe comes first
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: pytest.fail("prepared the data before probing the output"))
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as ro:
+        assert main(["train", *TINY_TRAIN, "--output", str(ro / "run")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert not (ro / "run").exists()
+    assert f"{ro} is on a read-only file system: choose an output folder on a writable disk" in line
 
 
 def test_commands_refuse_an_output_under_a_file_before_any_work(tmp_path, capsys):

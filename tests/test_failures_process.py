@@ -148,6 +148,11 @@ def test_kill_9_of_the_driver_stops_its_jvm(tmp_path, mnist_dir):
         driver.kill()
         driver.wait()
         kill_quietly(seen)
+    # no finally ran in the killed driver: its temporary folder is left, and the next run removes it
+    left = list(temp.glob(f"{runtime.WORK_DIR_PREFIX}*"))
+    assert len(left) == 1, left
+    with runtime.work_dir(temp) as fresh:
+        assert list(temp.glob(f"{runtime.WORK_DIR_PREFIX}*")) == [fresh]
 
 
 @pytest.mark.slow
