@@ -31,11 +31,12 @@ from lars_systemml.cli import main
 config, output, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
 os.environ["SPARK_LOCAL_IP"] = standalone.HOST  # the driver binds to the loopback address only
 # one worker with 2 cores: one executor with the K = 2 task slots paramserv's BSP needs at once
+# (4g: two LeNet-5 workers of 512 rows each in one JVM)
 with tempfile.TemporaryDirectory(prefix="paramserv-agreement-") as root, \
         standalone.running(Path(root), workers=1, cores=2, memory="4g") as cluster:
     code = main(["sweep", "--config", config, "--output", output, "--no-progress", "--backend", "spark",
                  "--spark-master", cluster.url, "--spark-mode", "paramserv", "--workers", "2",
-                 "--driver-memory", "2g", "--executor-memory", "2g",
+                 "--driver-memory", "2g", "--executor-memory", "4g",
                  "--spark-conf", "spark.ui.enabled=false", *extra])
 sys.exit(code)
 EOF

@@ -277,10 +277,13 @@ def replicated_mnist(mnist_dir: Path, folder: Path, copies: int, test_size: int)
 @pytest.mark.slow
 def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mnist_dir, tmp_path):
     # 120,000 images (MNIST twice) are 120000 x 784 doubles = 753 MB, the driver has a 512 MB
-    # heap (Spark's floor is ~450 MB). The executors read X from its binary files and partition
-    # it; the driver's Spark statistics show no parallelize and no collect (the training data
-    # never passes through the driver), only the broadcast of the N x 1 worker indicator. The
-    # final training accuracy reads its first 10,000 rows through Spark (X does not fit).
+    # heap (Spark's floor is ~450 MB). The epoch's reshuffle (the permutation matrix times [X, Y])
+    # runs on Spark (sp_cpmm), and the executors partition its output: the driver's Spark
+    # statistics show no parallelize and no collect, only broadcasts (the N x 1 worker indicator,
+    # the labels' selection matrix); the permutation matrix (N nonzeros) reaches the cpmm as a
+    # file in the scratch folder. SystemDS holds MNIST sparse (~19% nonzeros), so X itself fits
+    # this driver's budget: the final training accuracy reads its first 10,000 rows from X's
+    # file on the driver here (a Spark job, and its one collect, for a larger X).
     data = replicated_mnist(mnist_dir, tmp_path / "mnist-x2", copies=2, test_size=1000)
     config = TrainConfig(optimizer="lars", lr=1.0, batch_size=2000, epochs=1, dataset=str(data),
                          model="mlp", model_options="width=16,depth=1")
@@ -294,6 +297,7 @@ def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mni
     par, bc, col = map(int, re.search(r"Spark trans counts \(par,bc,col\):\s*(\d+)/(\d+)/(\d+)", log).groups())
     assert par == 0, "the driver parallelized a matrix: the training data went through it"
     assert col <= 1, "the driver collected more than the final accuracy's 10,000-row slice"
+    assert re.search(r"^\s*\d+\s+sp_cpmm\s", log, re.M), "the reshuffle did not run on Spark"
 
 
 def test_literal_rows_name_inputs_of_the_current_model_functions():
