@@ -2,8 +2,10 @@
 
 SystemDS's ``paramserv(mode=REMOTE_SPARK, utype=BSP, freq=BATCH)`` partitions the training
 set onto K workers (Spark tasks) and every step each worker computes the gradient of its
-B/K rows; the driver applies the optimizer to their size-weighted mean. The batches differ
-from the local run's (fixed contiguous partitions, no reshuffle: docs/spark.md), so results
+B/K rows; the driver applies the optimizer to their size-weighted mean. Every epoch the
+training set is reshuffled with the local run's seeded permutation and cut into K contiguous
+partitions, so each worker gets a random 1/K of the rows, another one every epoch; the
+batches are drawn as the local run's are but are not the same (docs/spark.md), so results
 agree with local runs exactly only when a batch is the whole training set (the mean gradient
 then does not depend on the split), and statistically otherwise.
 
@@ -12,12 +14,14 @@ fixture) or ``local[2]``, a few hundred images, and small models.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import QUIET, SMALL_JVM
@@ -126,8 +130,8 @@ def test_full_batch_paramserv_equals_the_local_run(standalone, mnist_dir, tmp_pa
 
 @pytest.mark.spark
 def test_paramserv_accuracy_agrees_with_local_statistically(mnist_dir, tmp_path):
-    # Batches differ (each worker walks its fixed contiguous half; locally a seeded reshuffle),
-    # so the accuracies are two draws. Tolerance: 0.08 absolute on 500 test images. The
+    # Batches differ (each worker walks its half of the reshuffled set, locally consecutive
+    # batches of it), so the accuracies are two draws. Tolerance: 0.08 absolute on 500 test images. The
     # binomial standard error of one run's accuracy at p ~ 0.8 is sqrt(.8*.2/500) = 0.018, the
     # difference of two independent runs 0.025; training-order noise at 600 images adds about
     # as much again (seed-to-seed spread of local runs), so 0.08 is about 2.3 standard errors
@@ -145,6 +149,42 @@ def test_paramserv_accuracy_agrees_with_local_statistically(mnist_dir, tmp_path)
     assert local["test_accuracy"] > 0.5, f"the local reference did not learn {accuracies}: the comparison means nothing"
     assert not m["diverged"]
     assert abs(m["test_accuracy"] - local["test_accuracy"]) <= 0.08, accuracies
+
+
+@pytest.mark.spark
+def test_paramserv_reshuffles_every_epoch_by_seed_and_epoch(mnist_dir, tmp_path, monkeypatch):
+    # At lr 1e-12 the model stays put (to ~1e-11), so a step's batch loss depends only on which
+    # rows make up its batch. Each epoch is a permutation of the 600 rows (6 steps of 100, no
+    # short batch): the epochs' summed batch losses agree. The per-step losses differ between
+    # the epochs only because the workers' partitions are reshuffled: with fixed partitions they
+    # would repeat to ~1e-11. Killed after epoch 1's checkpoint and resumed, the run draws epoch 2's
+    # permutation again from seed and epoch alone: the same trace as the uninterrupted run.
+    from lars_systemml.checkpoint import Checkpoints
+
+    config = TrainConfig(optimizer="sgd", lr=1e-12, momentum=0.0, batch_size=100, epochs=2, train_size=600,
+                         test_size=100, seed=5, **MLP)
+    options = RunOptions(data_dir=str(mnist_dir), progress=False, spark=paramserv("local[2]", driver_memory="2g"))
+    train(config, tmp_path / "whole", options)
+    whole = np.loadtxt(tmp_path / "whole" / "steps.csv", delimiter=",", skiprows=1)
+    assert whole[:, :2].tolist() == [[s, 1 + (s - 1) // 6] for s in range(1, 13)]
+    losses = whole[:, 3].reshape(2, 6)  # [epoch, step]
+    assert losses[1].sum() == pytest.approx(losses[0].sum(), rel=1e-7)
+    assert np.abs(losses[1] - losses[0]).max() > 1e-5 * losses[0].max(), losses
+
+    commit = Checkpoints.commit
+
+    def commit_then_die(self, epoch, folder, seconds):  # killed right after epoch 1's checkpoint
+        commit(self, epoch, folder, seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "commit", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", options)
+    monkeypatch.setattr(Checkpoints, "commit", commit)
+    resumed = train(config, tmp_path / "killed", dataclasses.replace(options, resume=True))
+    assert resumed["resumed_from_epoch"] == 1
+    again = np.loadtxt(tmp_path / "killed" / "steps.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(again, whole, rtol=1e-12, atol=0)
 
 
 @pytest.mark.spark
@@ -237,10 +277,13 @@ def replicated_mnist(mnist_dir: Path, folder: Path, copies: int, test_size: int)
 @pytest.mark.slow
 def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mnist_dir, tmp_path):
     # 120,000 images (MNIST twice) are 120000 x 784 doubles = 753 MB, the driver has a 512 MB
-    # heap (Spark's floor is ~450 MB). The executors read X from its binary files and partition
-    # it; the driver's Spark statistics show no parallelize and no collect (the training data
-    # never passes through the driver), only the broadcast of the N x 1 worker indicator. The
-    # final training accuracy reads its first 10,000 rows through Spark (X does not fit).
+    # heap (Spark's floor is ~450 MB). The epoch's reshuffle (the permutation matrix times [X, Y])
+    # runs on Spark (sp_cpmm), and the executors partition its output: the driver's Spark
+    # statistics show no parallelize and no collect, only broadcasts (the N x 1 worker indicator,
+    # the labels' selection matrix); the permutation matrix (N nonzeros) reaches the cpmm as a
+    # file in the scratch folder. SystemDS holds MNIST sparse (~19% nonzeros), so X itself fits
+    # this driver's budget: the final training accuracy reads its first 10,000 rows from X's
+    # file on the driver here (a Spark job, and its one collect, for a larger X).
     data = replicated_mnist(mnist_dir, tmp_path / "mnist-x2", copies=2, test_size=1000)
     config = TrainConfig(optimizer="lars", lr=1.0, batch_size=2000, epochs=1, dataset=str(data),
                          model="mlp", model_options="width=16,depth=1")
@@ -254,6 +297,7 @@ def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mni
     par, bc, col = map(int, re.search(r"Spark trans counts \(par,bc,col\):\s*(\d+)/(\d+)/(\d+)", log).groups())
     assert par == 0, "the driver parallelized a matrix: the training data went through it"
     assert col <= 1, "the driver collected more than the final accuracy's 10,000-row slice"
+    assert re.search(r"^\s*\d+\s+sp_cpmm\s", log, re.M), "the reshuffle did not run on Spark"
 
 
 def test_literal_rows_name_inputs_of_the_current_model_functions():

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Issue 23, item 1: the same config (experiments/paramserv_agreement.toml: LeNet-5, LARS,
+# batch 1024, 8192/2000 MNIST subset, 5 epochs, seeds 1-3) on the embedded SystemDS and in
+# the paramserv mode (K = 2 workers) on a Spark standalone cluster of one 2-core worker that
+# this script starts on 127.0.0.1 and stops again (lars_systemml/standalone.py, as the tests do).
+# Writes results/paramserv_agreement/{local,paramserv}/ (results.csv, runs/, sweep.log) and
+# results/paramserv_agreement/summary.md: test accuracy and loss per mode as mean ± sd over
+# the seeds, the difference of the means and Welch's t-test (t, degrees of freedom, and the
+# two-sided p-value when scipy is installed).
+# Resumable: rerun after an interruption; finished runs are skipped, an interrupted one
+# continues from its last checkpoint. Extra arguments go to both sweeps (e.g. --data-dir DIR).
+# RESULTS (default: results/ of this checkout) as in run_tuned.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${RESULTS:-results}/paramserv_agreement"
+config=experiments/paramserv_agreement.toml
+mkdir -p "$out/local" "$out/paramserv"
+
+python -m lars_systemml sweep --config "$config" --output "$out/local" --heap 4g --no-progress "$@" \
+  >> "$out/local/sweep.log" 2>&1
+
+python - "$config" "$out/paramserv" "$@" >> "$out/paramserv/sweep.log" 2>&1 <<'EOF'
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from lars_systemml import standalone
+from lars_systemml.cli import main
+
+config, output, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+os.environ["SPARK_LOCAL_IP"] = standalone.HOST  # the driver binds to the loopback address only
+# one worker with 2 cores: one executor with the K = 2 task slots paramserv's BSP needs at once
+# (4g: two LeNet-5 workers of 512 rows each in one JVM)
+with tempfile.TemporaryDirectory(prefix="paramserv-agreement-") as root, \
+        standalone.running(Path(root), workers=1, cores=2, memory="4g") as cluster:
+    code = main(["sweep", "--config", config, "--output", output, "--no-progress", "--backend", "spark",
+                 "--spark-master", cluster.url, "--spark-mode", "paramserv", "--workers", "2",
+                 "--driver-memory", "2g", "--executor-memory", "4g",
+                 "--spark-conf", "spark.ui.enabled=false", *extra])
+sys.exit(code)
+EOF
+
+python - "$out" <<'EOF'
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from lars_systemml.results import read_results
+
+out = Path(sys.argv[1])
+rows = {mode: read_results(out / mode / "results.csv", complete=True) for mode in ("local", "paramserv")}
+for mode, want in (("local", ("local", "")), ("paramserv", ("spark", "paramserv"))):
+    for r in rows[mode]:  # a row of the other mode (a --reuse) would make the comparison meaningless
+        assert (r["backend"], r["spark_mode"] or "") == want, f"{out / mode}: run {r['run_id']} is {r['backend']}"
+lines = ["# Local vs paramserv (K = 2): agreement over seeds", "",
+         "`experiments/paramserv_agreement.sh` (config `experiments/paramserv_agreement.toml`); "
+         "mean ± sd (sample sd) over seeds.", ""]
+stats = {}
+for metric in ("test_accuracy", "test_loss"):
+    lines += [f"## {metric}", "", "| mode | seeds | per seed | mean ± sd |", "|---|---|---|---|"]
+    for mode, found in rows.items():
+        by_seed = sorted((int(r["seed"]), float(r[metric])) for r in found)
+        values = [v for _, v in by_seed]
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        stats[mode] = (statistics.mean(values), sd, len(values), values)
+        per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in by_seed)
+        lines.append(f"| {mode} | {len(values)} | {per_seed} | {stats[mode][0]:.4f} ± {sd:.4f} |")
+    (m1, s1, n1, v1), (m2, s2, n2, v2) = stats["local"], stats["paramserv"]
+    lines.append("")
+    if n1 > 1 and n2 > 1 and s1 ** 2 / n1 + s2 ** 2 / n2 > 0:
+        se = math.sqrt(s1 ** 2 / n1 + s2 ** 2 / n2)
+        t = (m2 - m1) / se
+        df = se ** 4 / ((s1 ** 2 / n1) ** 2 / (n1 - 1) + (s2 ** 2 / n2) ** 2 / (n2 - 1))
+        try:
+            from scipy import stats as sps
+            p = f", two-sided p = {sps.ttest_ind(v2, v1, equal_var=False).pvalue:.3f}"
+        except ImportError:
+            p = " (p: install scipy)"
+        lines.append(f"paramserv - local = {m2 - m1:+.4f}; Welch's t = {t:.2f} on {df:.1f} degrees of "
+                     f"freedom{p}.")
+    else:
+        lines.append(f"paramserv - local = {m2 - m1:+.4f} (too few runs for a t-test).")
+    lines.append("")
+(out / "summary.md").write_text("\n".join(lines))
+print("\n".join(lines))
+EOF
