@@ -189,7 +189,6 @@ def main(argv=None) -> int:
         if args.java_kernels:
             settings["sysds.native.blas"] = "none"
         config = runtime.SystemDSConfig(settings).write(tmp / "config.xml")
-        nvargs["native_blas"] = settings.get("sysds.native.blas", "none")  # as train.py passes it
         for i, v in enumerate(variants):
             v.dml = checkout(v.rev, tmp / f"v{i}")
         for r in range(args.runs):

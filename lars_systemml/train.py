@@ -193,8 +193,6 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
         sds_config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
         nvargs = {**prepared.paths, "fmt": prepared.fmt, **config.dml_args(),
                   **spec.script_args(config.model_options, prepared.shape),
-                  # the models skip work that only pays off on native BLAS (dml/layers/conv2d.dml::dense)
-                  "native_blas": settings.get("sysds.native.blas", "none"),
                   "history": str(tmp / "history.csv"), "final": str(tmp / "final.csv"),
                   "trace": str(tmp / "trace.csv"), "model_dir": str(tmp / "model"),
                   # SystemDS rejects an empty -nvargs value: absent ones take train.dml's defaults
