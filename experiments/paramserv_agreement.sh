@@ -5,8 +5,8 @@
 # this script starts on 127.0.0.1 and stops again (lars_systemml/standalone.py, as the tests do).
 # Writes results/paramserv_agreement/{local,paramserv}/ (results.csv, runs/, sweep.log) and
 # results/paramserv_agreement/summary.md: test accuracy and loss per mode as mean ± sd over
-# the seeds, the difference of the means and Welch's t-test (t, degrees of freedom, and the
-# two-sided p-value when scipy is installed).
+# the seeds, the difference of the means and Welch's t-test (lars_systemml.stats: 95% CI, t,
+# degrees of freedom, two-sided p).
 # Resumable: rerun after an interruption; finished runs are skipped, an interrupted one
 # continues from its last checkpoint. Extra arguments go to both sweeps (e.g. --data-dir DIR).
 # RESULTS (default: results/ of this checkout) as in run_tuned.sh.
@@ -42,12 +42,12 @@ sys.exit(code)
 EOF
 
 python - "$out" <<'EOF'
-import math
 import statistics
 import sys
 from pathlib import Path
 
 from lars_systemml.results import read_results
+from lars_systemml.stats import welch
 
 out = Path(sys.argv[1])
 rows = {mode: read_results(out / mode / "results.csv", complete=True) for mode in ("local", "paramserv")}
@@ -64,24 +64,16 @@ for metric in ("test_accuracy", "test_loss"):
         by_seed = sorted((int(r["seed"]), float(r[metric])) for r in found)
         values = [v for _, v in by_seed]
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        stats[mode] = (statistics.mean(values), sd, len(values), values)
+        stats[mode] = values
         per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in by_seed)
-        lines.append(f"| {mode} | {len(values)} | {per_seed} | {stats[mode][0]:.4f} ± {sd:.4f} |")
-    (m1, s1, n1, v1), (m2, s2, n2, v2) = stats["local"], stats["paramserv"]
+        lines.append(f"| {mode} | {len(values)} | {per_seed} | {statistics.mean(values):.4f} ± {sd:.4f} |")
     lines.append("")
-    if n1 > 1 and n2 > 1 and s1 ** 2 / n1 + s2 ** 2 / n2 > 0:
-        se = math.sqrt(s1 ** 2 / n1 + s2 ** 2 / n2)
-        t = (m2 - m1) / se
-        df = se ** 4 / ((s1 ** 2 / n1) ** 2 / (n1 - 1) + (s2 ** 2 / n2) ** 2 / (n2 - 1))
-        try:
-            from scipy import stats as sps
-            p = f", two-sided p = {sps.ttest_ind(v2, v1, equal_var=False).pvalue:.3f}"
-        except ImportError:
-            p = " (p: install scipy)"
-        lines.append(f"paramserv - local = {m2 - m1:+.4f}; Welch's t = {t:.2f} on {df:.1f} degrees of "
-                     f"freedom{p}.")
+    d = welch(stats["paramserv"], stats["local"])
+    if d.tested:
+        lines.append(f"paramserv - local = {d.diff:+.4f} (95% CI [{d.low:+.4f}, {d.high:+.4f}]); Welch's t = "
+                     f"{d.t:.2f} on {d.df:.1f} degrees of freedom, two-sided p = {d.p:.3f}.")
     else:
-        lines.append(f"paramserv - local = {m2 - m1:+.4f} (too few runs for a t-test).")
+        lines.append(f"paramserv - local = {d.diff:+.4f} (too few runs for a t-test).")
     lines.append("")
 (out / "summary.md").write_text("\n".join(lines))
 print("\n".join(lines))

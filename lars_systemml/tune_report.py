@@ -2,8 +2,11 @@
 
 - ``summary.md``: the protocol, the search space, per batch size the chosen trial of every
   optimizer with its finals (test accuracy mean ± sample sd over the final seeds), the
-  comparison of the best layer-wise optimizer (LARS, LAMB) with the best of the others,
-  every trial's settings and accuracies, and the compute used.
+  comparison of the best layer-wise optimizer (LARS, LAMB) with each of the others (Welch's
+  t-test over the seeds) and a verdict sentence derived from its intervals, every trial's
+  settings and accuracies, and the compute used.
+- ``finals_b<B>.png/svg``: per batch size, every final run's test accuracy and the mean ± sd
+  per optimizer.
 - ``best_so_far_b<B>.png/svg``: per batch size, the best test error of the first k trials'
   first runs (the runs the selection starts from) against k, one line per optimizer: how
   much each optimizer needs the tuning.
@@ -22,6 +25,7 @@ from pathlib import Path
 from .errors import UserError
 from .fsutil import write_text_atomically
 from .results import read_results
+from .stats import Difference, welch
 from .tune import CellProgress, Protocol, progress, score
 
 LAYERWISE = ("lars", "lamb")
@@ -62,24 +66,66 @@ def states(protocol: Protocol, output: Path) -> dict[tuple[str, int], CellProgre
     return {(o, b): progress(protocol, o, b, rows, results) for o, b in protocol.cells()}
 
 
-def comparison(protocol: Protocol, cells: dict, batch: int) -> str | None:
-    """Best layer-wise optimizer vs best of the others at ``batch`` by finals mean, or None."""
-    def best(group: list[str]):
-        done = [(finals_stats(cells[(o, batch)]), o) for o in group]
-        done = [(s, o) for s, o in done if s is not None and not s["diverged"]]
-        return max(done, key=lambda x: x[0]["mean"]) if done else None
+def _finals_values(p: CellProgress) -> list[float]:
+    return [score(r) for _, r in sorted(p.finals.items())]
 
-    layerwise = best([o for o in protocol.optimizers if o in LAYERWISE])
-    others = best([o for o in protocol.optimizers if o not in LAYERWISE])
-    if layerwise is None or others is None:
+
+def _ci_text(d: Difference) -> str:
+    if not d.tested:
+        return ""
+    return f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+
+
+def comparison(protocol: Protocol, cells: dict, batch: int) -> list[str] | None:
+    """The best layer-wise optimizer (by finals mean) against every other optimizer with finals.
+
+    Markdown lines: the two best, a table of the differences (points, Welch's 95% CI and p over
+    the seeds) and a verdict sentence derived from the intervals; None until a layer-wise
+    optimizer and another have finals.
+    """
+    finals = {o: finals_stats(cells[(o, batch)]) for o in protocol.optimizers}
+    layerwise = [o for o in finals if o in LAYERWISE and finals[o] is not None]
+    others = [o for o in finals if o not in LAYERWISE and finals[o] is not None]
+    if not layerwise or not others:
         return None
-    (a, name_a), (b, name_b) = layerwise, others
-    diff = 100 * (a["mean"] - b["mean"])
-    se = ""
-    if a["sd"] is not None and b["sd"] is not None:
-        se = f" (standard error {100 * math.sqrt(a['sd'] ** 2 / a['n'] + b['sd'] ** 2 / b['n']):.2f})"
-    return (f"Best layer-wise optimizer: {name_a} {_finals_text(a)}; best of the others: {name_b} "
-            f"{_finals_text(b)}; difference {diff:+.2f} points{se}.")
+    alive = {o: s for o, s in finals.items() if s is not None and not s["diverged"]}
+    diverged = [o for o in layerwise + others if o not in alive]
+    diverged_text = f"the finals of {', '.join(diverged)} diverged"
+    if not [o for o in layerwise if o in alive]:
+        return [f"Verdict at batch {batch}: {diverged_text}."]
+    best = max((o for o in layerwise if o in alive), key=lambda o: alive[o]["mean"])
+    alive_others = [o for o in others if o in alive]
+    best_other = (f"{max(alive_others, key=lambda o: alive[o]['mean'])} "
+                  f"{_finals_text(alive[max(alive_others, key=lambda o: alive[o]['mean'])])}"
+                  if alive_others else "none (their finals diverged)")
+    lines = [f"Best layer-wise optimizer: {best} {_finals_text(alive[best])}; best of the others: {best_other}.", ""]
+    ahead, level, behind, untested = [], [], [], []
+    if alive_others:
+        lines += [f"{best} against each other optimizer: difference of the finals' mean test accuracy in points "
+                  f"({best} minus the other), Welch's t-test over the seeds.", "",
+                  "| other optimizer | finals test (n) | difference | 95% CI | p |", "|---|---|---|---|---|"]
+        mine = _finals_values(cells[(best, batch)])
+        for other in alive_others:
+            d = welch(mine, _finals_values(cells[(other, batch)]))
+            p = f"{d.p:.3g}" if d.tested else "n/a (one seed or no spread)"
+            lines.append(f"| {other} | {_finals_text(alive[other])} | {100 * d.diff:+.2f} | {_ci_text(d)} | {p} |")
+            group = untested if not d.tested else (ahead if d.low > 0 else behind if d.high < 0 else level)
+            group.append(other)
+        lines.append("")
+    said = []
+    if ahead:
+        said.append(f"{best} is ahead of {', '.join(ahead)} (95% CI above 0)")
+    if level:
+        said.append(f"{best} is not separated from {', '.join(level)} (95% CI includes 0)")
+    if behind:
+        said.append(f"{best} is behind {', '.join(behind)} (95% CI below 0)")
+    if untested:
+        said.append(f"{best} is untested against {', '.join(untested)} (needs 2 or more seeds with spread)")
+    if diverged:
+        said.append(diverged_text)
+    n = min(alive[o]["n"] for o in [best] + alive_others)
+    lines.append(f"Verdict at batch {batch} ({n} or more seeds per compared optimizer): " + "; ".join(said) + ".")
+    return lines
 
 
 def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
@@ -117,8 +163,9 @@ def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
                          + " | ".join(f"{values[n]:g}" if isinstance(values.get(n), float) else str(values.get(n, ""))
                                       for n in names)
                          + f" | {_pct(p.screen.get(chosen)) if chosen else ''} | {_finals_text(stats)} | {train} |")
-        verdict = comparison(protocol, cells, batch)
-        lines += ["", verdict or "No comparison yet: it needs finals of a layer-wise optimizer and of another.", ""]
+        verdict = comparison(protocol, cells, batch) or [
+            "No comparison yet: it needs finals of a layer-wise optimizer and of another."]
+        lines += [""] + verdict + [""]
 
     lines += ["## Every trial", "",
               f"Test accuracy in % of each trial's {first} run"
@@ -193,12 +240,49 @@ def plot_best_so_far(protocol: Protocol, cells: dict, batch: int, out: Path) -> 
     return _save(fig, out, f"best_so_far_b{batch}")
 
 
+def plot_finals(protocol: Protocol, cells: dict, batch: int, out: Path) -> list[Path]:
+    """Every final run's test accuracy (dots) and the mean ± sample sd per optimizer (bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plot import _save
+
+    if not any(cells[(o, batch)].finals for o in protocol.optimizers):
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, opt in enumerate(protocol.optimizers):
+        values = [100 * v for v in _finals_values(cells[(opt, batch)])]
+        alive = [v for v in values if v > -math.inf]
+        if len(alive) < len(values):
+            ax.annotate(f"{len(values) - len(alive)} diverged", (i, 0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 4), textcoords="offset points", ha="center", fontsize=8, color=f"C{i}")
+        if not alive:
+            continue
+        # seeds spread sideways a little so that equal values stay visible
+        offsets = [0.08 * (j - (len(alive) - 1) / 2) for j in range(len(alive))]
+        ax.scatter([i + o for o in offsets], alive, s=18, color=f"C{i}", alpha=0.6, zorder=3)
+        sd = statistics.stdev(alive) if len(alive) > 1 else 0.0
+        ax.errorbar([i + 0.3], [statistics.fmean(alive)], yerr=[sd], fmt="D", ms=6, capsize=4,
+                    color=f"C{i}", zorder=4)
+    ax.set_xticks(range(len(protocol.optimizers)), protocol.optimizers)
+    ax.set_xlim(-0.6, len(protocol.optimizers) - 0.4)
+    ax.set_ylabel(f"test accuracy (%, {protocol.epochs} epochs)")
+    seeds = ", ".join(map(str, protocol.final_seeds))
+    ax.set_title(f"Batch {batch}: finals of each optimizer's chosen trial ({protocol.name}; "
+                 f"dots: seeds {seeds}; diamond: mean ± sd)", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, out, f"finals_b{batch}")
+
+
 def write_report(protocol: Protocol, output: Path) -> list[Path]:
-    """Write output/summary.md and the best-so-far figures (PNG, SVG); return the paths."""
+    """Write output/summary.md and the best-so-far and finals figures (PNG, SVG); return the paths."""
     cells = states(protocol, output)
     written = []
     for batch in sorted(protocol.batch_sizes, reverse=True):
         written += plot_best_so_far(protocol, cells, batch, output)
+        written += plot_finals(protocol, cells, batch, output)
     summary = write_text_atomically(output / "summary.md", summary_markdown(
         protocol, cells, read_results(output / "results.csv", complete=True)))
     return written + [summary]

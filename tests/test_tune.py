@@ -2,6 +2,7 @@
 finals with a fake trainer, resume after a kill, reuse, the dry run, the report, and one
 tiny real run end to end."""
 import math
+import re
 import statistics
 import tomllib
 from pathlib import Path
@@ -14,6 +15,7 @@ from lars_systemml.experiment import load_experiment
 from lars_systemml.results import append_result, read_results
 from lars_systemml.sweep import result_row
 from lars_systemml.tune import load_protocol, progress, run_protocol, rows_by_id
+from lars_systemml.stats import welch
 from lars_systemml.tune_report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -325,6 +327,16 @@ def test_report_from_results(tmp_path, protocol):
     finals = f"{100 * statistics.fmean(tests):.2f} ± {100 * statistics.stdev(tests):.2f} (3)"
     assert f"| lars | 4/4 | t{p.best} |" in text and finals in text
     assert "Best layer-wise optimizer: lars" in text and "best of the others: sgd" in text
+    # lars against sgd at batch 300: the difference of the finals' means and Welch's test over seeds
+    sgd = progress(protocol, "sgd", 300, rows_by_id(out / "results.csv"))
+    theirs = [float(sgd.finals[s]["test_accuracy"]) for s in (1, 2, 3)]
+    d = welch(tests, theirs)
+    assert d.tested
+    assert (f"| sgd | {100 * statistics.fmean(theirs):.2f} ± {100 * statistics.stdev(theirs):.2f} (3) | "
+            f"{100 * (statistics.fmean(tests) - statistics.fmean(theirs)):+.2f} | "
+            f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}] | {d.p:.3g} |") in text
+    assert "Verdict at batch 300 (3 or more seeds per compared optimizer): " in text
+    assert {"finals_b100.png", "finals_b300.svg"} <= {p.name for p in written}
     assert "Latin hypercube, sampler seed 7" in text
     assert "| lr | log-uniform [0.001, 1] | log-uniform [0.1, 100] |" in text
     assert f"{CELLS * RUNS_PER_CELL} runs of the protocol" in text and "4 of 4 cells complete" in text
@@ -336,6 +348,30 @@ def test_report_from_results(tmp_path, protocol):
     assert "No comparison yet" in (part / "summary.md").read_text()
     with pytest.raises(UserError, match="no results"):
         write_report(protocol, tmp_path / "empty")
+
+
+def test_the_verdict_follows_the_intervals(tmp_path, protocol):
+    """lars clearly ahead of sgd: "ahead"; equal means: "not separated"; diverged finals: ahead."""
+    def accuracy(gap):
+        return lambda c: (0.9 + (gap if c.optimizer == "lars" else 0.0) + 0.002 * c.seed
+                          + 0.001 * math.log10(c.lr) * (c.epochs < 4))
+
+    def verdict(name, fake):
+        out = tmp_path / name
+        run_protocol(protocol, out, None, train_fn=fake, log=quiet)
+        write_report(protocol, out)
+        return (out / "summary.md").read_text()
+
+    assert "Verdict at batch 300 (3 or more seeds per compared optimizer): lars is ahead of sgd (95% CI above 0)" \
+        in verdict("ahead", FakeTrain(accuracy(0.05)))
+    # no gap, but the seeds spread differently per optimizer so that the test runs
+    level = FakeTrain(lambda c: 0.9 + (0.004 if c.optimizer == "lars" else 0.002) * (c.seed - 2))
+    assert "lars is not separated from sgd (95% CI includes 0)" in verdict("level", level)
+    diverged = FakeTrain(accuracy(0.0), diverge=lambda c: c.optimizer == "sgd" and c.epochs == 4)
+    text = verdict("diverged", diverged)
+    assert re.search(r"^\| sgd \| 4/4 \| t\d .*\| diverged \(3\) \|\s+\|$", text, re.M)
+    assert "best of the others: none (their finals diverged)" in text
+    assert "Verdict at batch 300 (3 or more seeds per compared optimizer): the finals of sgd diverged." in text
 
 
 def test_cli_dry_run_and_report(tmp_path, protocol, capsys):
