@@ -24,7 +24,7 @@ from .errors import UserError
 from .experiment import Experiment
 from .fsutil import prepare_output_folder, write_json_atomically
 from .results import append_result, git_commit, read_results
-from .sweep import result_row
+from .sweep import check_recorded, result_row, run_execution
 
 
 @dataclass
@@ -88,16 +88,14 @@ def evaluate(experiment: Experiment, optimizer: str, batch_size: int, output: Pa
     trial = Trial(batch_size, [], [], 0, 0)
     for cell in cells:
         row = done.get(cell.run_id)
-        if row is not None and row["config_hash"] != cell.config_hash:
-            raise UserError(f"{results} has run {cell.run_id} from a different config "
-                            f"(hash {row['config_hash']} != {cell.config_hash}): use another --output")
-        if row is None:
+        if row is not None:
+            check_recorded(row, cell.run_id, cell.config_hash, results, run_execution(options))
+            trial.reused += 1
+        else:
             metrics = train_fn(cell.config, output / "runs" / cell.run_id, options)
             row = result_row(experiment, cell, metrics, commit or git_commit())
             append_result(results, row)
             trial.new += 1
-        else:
-            trial.reused += 1
         trial.accuracies.append(float(row["test_accuracy"]))
         trial.run_ids.append(cell.run_id)
         trial.diverged += str(row["diverged"]).lower() == "true"

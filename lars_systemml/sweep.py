@@ -139,27 +139,57 @@ def result_row(experiment: Experiment, cell: Cell, metrics: dict, commit: str) -
     return row
 
 
-def plan(experiment: Experiment, cells: list[Cell], output: Path) -> tuple[list[Cell], list[Cell]]:
-    """Split ``cells`` into (done, todo) against output/results.csv."""
-    done_rows = {r["run_id"]: r for r in read_results(output / "results.csv")}
+def run_execution(options) -> str:
+    """What of the execution changes a run's steps: "paramserv K=<workers>", else "".
+
+    Local runs and the Spark parfor mode run the same DML steps (the same results), so they
+    share ""; paramserv's workers each take B/K rows and update as a BSP server says.
+    """
+    spark = getattr(options, "spark", None)
+    return f"paramserv K={spark.workers}" if spark is not None and spark.mode == "paramserv" else ""
+
+
+def row_execution(row: dict) -> str:
+    """``run_execution`` of the run a results row records."""
+    return f"paramserv K={row.get('workers')}" if row.get("spark_mode") == "paramserv" else ""
+
+
+def _execution_text(execution: str) -> str:
+    return f"in the {execution} mode" if execution else "locally or in the Spark parfor mode"
+
+
+def check_recorded(row: dict, run_id: str, config_hash: str, results: Path, execution: str | None = None) -> None:
+    """A row of results.csv with ``run_id`` must be that run: the same config hash and, unless
+    ``execution`` is None, the same ``run_execution``; else a UserError asking for another --output."""
+    if row["config_hash"] != config_hash:
+        raise UserError(f"{results} has run {run_id} from a different config "
+                        f"(hash {row['config_hash']} != {config_hash}): use another --output")
+    if execution is not None and row_execution(row) != execution:
+        raise UserError(f"{results} has run {run_id} {_execution_text(row_execution(row))}, and this one runs "
+                        f"{_execution_text(execution)}: use another --output")
+
+
+def plan(experiment: Experiment, cells: list[Cell], output: Path,
+         execution: str = "") -> tuple[list[Cell], list[Cell]]:
+    """Split ``cells`` into (done, todo) against output/results.csv (``execution``: ``run_execution``)."""
+    results = output / "results.csv"
+    done_rows = {r["run_id"]: r for r in read_results(results)}
     done, todo = [], []
     for cell in cells:
         row = done_rows.get(cell.run_id)
         if row is None:
             todo.append(cell)
-        elif row["config_hash"] != cell.config_hash:
-            raise UserError(f"{output}/results.csv has run {cell.run_id} from a different config "
-                            f"(hash {row['config_hash']} != {cell.config_hash}): use another --output")
         else:
+            check_recorded(row, cell.run_id, cell.config_hash, results, execution)
             done.append(cell)
     return done, todo
 
 
-def reusable_runs(folders: list[Path]) -> dict[str, tuple[Path, dict]]:
+def reusable_runs(folders: list[Path], execution: str = "") -> dict[str, tuple[Path, dict]]:
     """The finished runs (diverged ones too) of other results folders by config hash: (folder, row).
 
-    The first folder that has a hash wins. A folder without results.csv is an error,
-    so a mistyped path is not silently ignored.
+    Only runs of the same ``execution`` (``run_execution``) count. The first folder that has a
+    hash wins. A folder without results.csv is an error, so a mistyped path is not silently ignored.
     """
     found: dict[str, tuple[Path, dict]] = {}
     for folder in folders:
@@ -167,7 +197,8 @@ def reusable_runs(folders: list[Path]) -> dict[str, tuple[Path, dict]]:
             raise UserError(f"--reuse {folder}: no results.csv there; name a folder written by "
                             f"`lars-systemml sweep`")
         for row in read_results(folder / "results.csv"):
-            found.setdefault(row["config_hash"], (folder, row))
+            if row_execution(row) == execution:
+                found.setdefault(row["config_hash"], (folder, row))
     return found
 
 
@@ -326,10 +357,11 @@ def run_sweep(experiment: Experiment, cells: list[Cell], output: Path, options, 
 
     if not dry_run:  # a plan writes nothing
         output.mkdir(parents=True, exist_ok=True)
-    done, todo = plan(experiment, cells, output)
+    execution = run_execution(options)
+    done, todo = plan(experiment, cells, output, execution)
     if largest_first:  # the large-batch cells are the cheap and the telling ones
         todo.sort(key=lambda c: (-c.config.batch_size, c.config.optimizer, c.config.seed))
-    reusable = reusable_runs(reuse or [])
+    reusable = reusable_runs(reuse or [], execution)
     adoptable = [c for c in todo if c.config_hash in reusable]
     todo = [c for c in todo if c.config_hash not in reusable]
     factor, calibrated = calibration(output)

@@ -75,7 +75,8 @@ from .config import OPTIMIZERS, TrainConfig
 from .errors import UserError
 from .experiment import DATA_KEYS, HYPER_KEYS, Cell, _check_keys, _int_list, _require, read_config
 from .results import git_commit, read_results
-from .sweep import _duration, attempt_run, calibration, estimate_seconds, held_elsewhere, outcome_text, reusable_runs
+from .sweep import (_duration, attempt_run, calibration, check_recorded, estimate_seconds, held_elsewhere, outcome_text,
+                    reusable_runs, run_execution)
 
 TOP_KEYS = {"name", "description", "dataset", "train_size", "test_size", "subset", "epochs",
             "optimizers", "batch_sizes", "hyperparameters", "overrides", "search"}
@@ -355,34 +356,34 @@ class CellProgress:
         return self.best is not None and len(self.finals) == len(protocol.final_seeds)
 
 
-def _row(rows: dict[str, dict], run: Run, results: Path) -> dict | None:
+def _row(rows: dict[str, dict], run: Run, results: Path, execution: str | None = None) -> dict | None:
     row = rows.get(run.run_id)
-    if row is not None and row["config_hash"] != run.config_hash:
-        raise UserError(f"{results} has run {run.run_id} from a different config (hash "
-                        f"{row['config_hash']} != {run.config_hash}): use another --output")
+    if row is not None:
+        check_recorded(row, run.run_id, run.config_hash, results, execution)
     return row
 
 
 def progress(protocol: Protocol, optimizer: str, batch_size: int, rows: dict[str, dict],
-             results: Path = Path("results.csv")) -> CellProgress:
-    """The cell's state from the rows of results.csv by run id (a row of another config is an error)."""
+             results: Path = Path("results.csv"), execution: str | None = None) -> CellProgress:
+    """The cell's state from the rows of results.csv by run id (a row of another config is an
+    error; so is one of another ``sweep.run_execution`` unless ``execution`` is None)."""
     p = CellProgress(optimizer, batch_size)
     for trial in range(1, protocol.trials + 1):
-        row = _row(rows, protocol.screen_run(optimizer, batch_size, trial), results)
+        row = _row(rows, protocol.screen_run(optimizer, batch_size, trial), results, execution)
         if row is not None:
             p.screen[trial] = row
     if len(p.screen) < protocol.trials:
         return p
     p.kept = ranked(p.screen)[: protocol.continuing()]
     for trial in p.kept:
-        row = _row(rows, protocol.full_run(optimizer, batch_size, trial), results)
+        row = _row(rows, protocol.full_run(optimizer, batch_size, trial), results, execution)
         if row is not None:
             p.full[trial] = row
     if len(p.full) < len(p.kept):
         return p
     p.best = ranked(p.full)[0]
     for seed in protocol.final_seeds:
-        row = _row(rows, protocol.full_run(optimizer, batch_size, p.best, seed), results)
+        row = _row(rows, protocol.full_run(optimizer, batch_size, p.best, seed), results, execution)
         if row is not None:
             p.finals[seed] = row
     return p
@@ -399,8 +400,10 @@ def _settings(values: dict) -> str:
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
-def plan_lines(protocol: Protocol, output: Path, reusable: dict, factor: float) -> tuple[list[str], dict]:
-    """The dry-run plan of every cell (lines) and its totals: runs, done, reuse, to run, seconds."""
+def plan_lines(protocol: Protocol, output: Path, reusable: dict, factor: float,
+               execution: str = "") -> tuple[list[str], dict]:
+    """The dry-run plan of every cell (lines) and its totals: runs, done, reuse, to run, seconds
+    (``execution``: ``sweep.run_execution`` of the runs to come)."""
     rows = rows_by_id(output / "results.csv")
     totals = {"runs": 0, "done": 0, "reuse": 0, "run": 0, "seconds": 0.0}
     lines = []
@@ -428,7 +431,7 @@ def plan_lines(protocol: Protocol, output: Path, reusable: dict, factor: float) 
 
     extra_seeds = [s for s in protocol.final_seeds if s != protocol.seed]
     for opt, batch in protocol.cells():
-        p = progress(protocol, opt, batch, rows, output / "results.csv")
+        p = progress(protocol, opt, batch, rows, output / "results.csv", execution)
         lines.append(f"{opt} b{batch}:")
         for trial in range(1, protocol.trials + 1):
             run = protocol.screen_run(opt, batch, trial)
@@ -474,9 +477,10 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     results = output / "results.csv"
-    reusable = reusable_runs(reuse or [])
+    execution = run_execution(options)
+    reusable = reusable_runs(reuse or [], execution)
     factor, calibrated = calibration(output)
-    lines, totals = plan_lines(protocol, output, reusable, factor)
+    lines, totals = plan_lines(protocol, output, reusable, factor, execution)
     reused = f", {totals['reuse']} to reuse" if totals["reuse"] else ""
     log(f"{protocol.name}: {len(protocol.cells())} cells, {totals['runs']} runs, {totals['done']} done{reused}, "
         f"{totals['run']} to run, estimated {_duration(totals['seconds'])} on 2 cores{calibrated} -> {results}")
@@ -496,7 +500,7 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
     def ensure(run: Run) -> dict:
         """The run's row: already there, adopted from a --reuse folder, or trained now."""
         nonlocal moved
-        row = _row(rows_by_id(results), run, results)
+        row = _row(rows_by_id(results), run, results, execution)
         if row is not None:
             return row
         attempt = attempt_run(protocol, run.cell, output, reusable, train_fn, options, commit,
@@ -508,7 +512,7 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
         held.pop(run.run_id, None)
         moved += 1
         if attempt.status == "elsewhere":  # another tuner finished it meanwhile
-            return _row(rows_by_id(results), run, results)
+            return _row(rows_by_id(results), run, results, execution)
         if attempt.status == "failed":
             log(f"FAILED {run.run_id}: {attempt.error}")
             raise _CellFailed
@@ -541,11 +545,11 @@ def run_protocol(protocol: Protocol, output: Path, options, dry_run: bool = Fals
         for opt, batch in cells:
             try:
                 stage([protocol.screen_run(opt, batch, t) for t in range(1, protocol.trials + 1)])
-                p = progress(protocol, opt, batch, rows_by_id(results), results)
+                p = progress(protocol, opt, batch, rows_by_id(results), results, execution)
                 if protocol.halving:
                     log(f"{opt} b{batch}: screen done, continuing trial(s) {', '.join(f't{t}' for t in p.kept)}")
                 stage([protocol.full_run(opt, batch, t) for t in p.kept])
-                p = progress(protocol, opt, batch, rows_by_id(results), results)
+                p = progress(protocol, opt, batch, rows_by_id(results), results, execution)
                 stage([protocol.full_run(opt, batch, p.best, seed) for seed in protocol.final_seeds])
                 log(f"{opt} b{batch}: done, best trial t{p.best}")
             except _CellFailed:

@@ -322,6 +322,43 @@ def test_sweep_reuses_identical_runs_of_another_folder(tmp_path, capsys):
     assert "sgd-b150-s1                  reuse" in captured.out and "sgd-b100-s1 " in captured.out
 
 
+def test_paramserv_runs_are_not_mixed_with_local_ones(tmp_path, capsys):
+    """paramserv with K workers computes other steps than a local run of the same config:
+    the same --output refuses the other mode, and --reuse adopts runs of the same mode only.
+    (Local runs and the Spark parfor mode run the same steps and mix.)"""
+    from lars_systemml.spark import SparkOptions
+    from lars_systemml.sweep import run_sweep
+    from lars_systemml.train import RunOptions
+
+    def options(workers=None):
+        spark = SparkOptions("spark://127.0.0.1:7077", mode="paramserv", workers=workers) if workers else None
+        return RunOptions(progress=False, spark=spark)
+
+    tiny = load_experiment(write(tmp_path, TINY))
+    out = tmp_path / "out"
+    out.mkdir()
+    append_result(out / "results.csv", {**_finished_row(tiny, tiny.cells[0], 0.7), "backend": "spark",
+                                        "spark_mode": "paramserv", "workers": 2})
+    with pytest.raises(UserError, match=r"results.csv has run sgd-b100-s1 in the paramserv K=2 mode, and this one "
+                                        r"runs locally or in the Spark parfor mode: use another --output"):
+        run_sweep(tiny, tiny.cells, out, options(), dry_run=True)
+    with pytest.raises(UserError, match=r"in the paramserv K=2 mode, and this one runs in the paramserv K=4 mode"):
+        run_sweep(tiny, tiny.cells, out, options(4), dry_run=True)
+    assert run_sweep(tiny, tiny.cells, out, options(2), dry_run=True) == 0
+    assert "3 runs, 1 done, 2 to run" in capsys.readouterr().err
+    # --reuse: the paramserv run is adopted by a paramserv sweep of the same K only
+    for workers, plan in ((None, "0 done, 3 to run"), (4, "0 done, 3 to run"), (2, "0 done, 1 to reuse, 2 to run")):
+        run_sweep(tiny, tiny.cells, tmp_path / f"plan{workers}", options(workers), reuse=[out], dry_run=True)
+        assert plan in capsys.readouterr().err
+    # a local run of the parfor mode and a local one mix
+    parfor = tmp_path / "parfor"
+    parfor.mkdir()
+    append_result(parfor / "results.csv", {**_finished_row(tiny, tiny.cells[0], 0.7), "backend": "spark",
+                                           "spark_mode": "parfor"})
+    assert run_sweep(tiny, tiny.cells, parfor, options(), dry_run=True) == 0
+    assert "3 runs, 1 done, 2 to run" in capsys.readouterr().err
+
+
 def test_reuse_of_a_folder_without_results_is_an_error(tmp_path):
     from lars_systemml.sweep import run_sweep
     from lars_systemml.train import RunOptions

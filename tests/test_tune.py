@@ -278,6 +278,21 @@ def test_a_changed_protocol_is_refused_in_the_same_folder(tmp_path, protocol):
         run_protocol(changed, out, None, train_fn=FakeTrain(), log=quiet)
 
 
+def test_runs_of_another_execution_mode_are_refused_in_the_same_folder(tmp_path, protocol):
+    # paramserv with K workers computes other steps than the local runs already there (sweep.run_execution)
+    from lars_systemml.spark import SparkOptions
+    from lars_systemml.train import RunOptions
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(protocol, out, None, train_fn=FakeTrain(stop_after=1), log=quiet)
+    paramserv = RunOptions(spark=SparkOptions("spark://127.0.0.1:7077", mode="paramserv", workers=2))
+    for dry_run in (True, False):
+        with pytest.raises(UserError, match="locally or in the Spark parfor mode, and this one runs in the "
+                                            "paramserv K=2 mode: use another --output"):
+            run_protocol(protocol, out, paramserv, dry_run=dry_run, train_fn=FakeTrain(), log=quiet)
+
+
 def test_identical_runs_of_another_folder_are_reused(tmp_path, protocol):
     other = tmp_path / "other"
     other.mkdir()
