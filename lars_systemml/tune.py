@@ -79,7 +79,7 @@ from .sweep import (_duration, attempt_run, calibration, check_recorded, estimat
                     reusable_runs, run_execution)
 
 TOP_KEYS = {"name", "description", "dataset", "train_size", "test_size", "subset", "epochs",
-            "optimizers", "batch_sizes", "hyperparameters", "overrides", "search"}
+            "optimizers", "batch_sizes", "hyperparameters", "overrides", "search", "reference"}
 SEARCH_KEYS = {"trials", "sampler_seed", "seed", "final_seeds", "rung_epochs", "keep", "space"}
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
 # the peak lr is searched directly: a scaling rule would make it another number
@@ -149,6 +149,7 @@ class Protocol:
     final_seeds: list[int]
     rung_epochs: int | None = None
     keep: int | None = None
+    reference: list[str] = field(default_factory=list)  # results folders shown beside the finals
     _quantiles: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -272,6 +273,13 @@ def _integer(raw: dict, key: str, low: int, source: str) -> int:
     return value
 
 
+def _reference(raw: dict, source: str) -> list[str]:
+    folders = raw.get("reference", [])
+    _require(isinstance(folders, list) and all(isinstance(f, str) and f for f in folders), source,
+             "'reference' must be a list of results folders (e.g. [\"results/tuned\"])")
+    return folders
+
+
 def load_protocol(path: str | Path) -> Protocol:
     """Parse and validate a protocol config; every run it can make is validated too."""
     raw, source = read_config(path, "experiments/fair.toml")
@@ -314,7 +322,8 @@ def load_protocol(path: str | Path) -> Protocol:
         base={**{k: raw[k] for k in DATA_KEYS if k in raw}, **shared}, overrides=overrides,
         space=_space(search.get("space"), optimizers, fixed, source), trials=trials,
         sampler_seed=_integer(search, "sampler_seed", 0, source), seed=_integer(search, "seed", 0, source),
-        final_seeds=_int_list(search, "final_seeds", f"{source}: [search]"), rung_epochs=rung_epochs, keep=keep)
+        final_seeds=_int_list(search, "final_seeds", f"{source}: [search]"), rung_epochs=rung_epochs, keep=keep,
+        reference=_reference(raw, source))
     for (opt, batch), trial in itertools.product(protocol.cells(), range(1, trials + 1)):
         protocol.screen_run(opt, batch, trial)  # every setting any run can have is valid
         for seed in protocol.final_seeds:

@@ -26,6 +26,8 @@ from .errors import UserError
 from .fsutil import write_text_atomically
 from .results import read_results
 from .stats import Difference, welch
+from .config import TrainConfig
+from .schedules import scaled_lr
 from .tune import CellProgress, Protocol, progress, score
 
 LAYERWISE = ("lars", "lamb")
@@ -128,6 +130,57 @@ def comparison(protocol: Protocol, cells: dict, batch: int) -> list[str] | None:
     return lines
 
 
+# what makes a run of another folder the same task as a cell's runs (its settings may differ)
+TASK_FIELDS = ("optimizer", "batch_size", "dataset", "train_size", "test_size", "subset", "epochs", "model",
+               "model_options", "parallel_batches", "standardize", "precision")
+
+
+def _as_written(value) -> str:
+    return "" if value is None else str(value)
+
+
+def reference_lines(protocol: Protocol, batch: int) -> list[str]:
+    """Runs of ``protocol.reference`` folders of the same task as the cells at ``batch`` (any
+    settings; seeds grouped), as a table beside the finals: not part of the protocol."""
+    if not protocol.reference:
+        return []
+    names = sorted(protocol.space)
+    lines = [f"Reference, not part of the protocol and not tuned with its budget: runs of the same data, model, "
+             f"batch size and epochs in {', '.join(protocol.reference)} (test accuracy in %, mean ± sd over "
+             f"seeds (n); lr is the peak lr).", "",
+             "| optimizer | folder | " + " | ".join(names) + " | test (n) |", "|" + "---|" * (len(names) + 3)]
+    found = 0
+    for opt in protocol.optimizers:
+        task = protocol.full_run(opt, batch, 1).config.as_dict()
+        wanted = {k: _as_written(task[k]) for k in TASK_FIELDS}
+        for folder in protocol.reference:
+            path = Path(folder) / "results.csv"
+            if not path.is_file():
+                continue
+            groups: dict[tuple, list[dict]] = {}
+            for row in read_results(path, complete=True):
+                if all(_as_written(row.get(k, "")) == v for k, v in wanted.items()):
+                    settings = tuple((k, row.get(k, "")) for k in TrainConfig.field_names() if k != "seed")
+                    groups.setdefault(settings, []).append(row)
+            for rows in groups.values():
+                first = rows[0]
+                peak = scaled_lr(float(first["lr"]), batch, int(first["base_batch"]) if first.get("base_batch") else None,
+                                 first.get("lr_scaling") or "none")
+                values = {**{n: first.get(n, "") for n in names}, "lr": f"{peak:.4g}"}
+                tests = [score(r) for r in rows]
+                alive = [t for t in tests if t > -math.inf]
+                stats = {"mean": statistics.fmean(alive), "sd": statistics.stdev(alive) if len(alive) > 1 else None,
+                         "n": len(alive), "diverged": False} if len(alive) == len(tests) else \
+                    {"n": len(tests), "diverged": True}
+                lines.append(f"| {opt} | {folder} | " + " | ".join(str(values[n]) for n in names)
+                             + f" | {_finals_text(stats)} |")
+                found += 1
+    missing = [f for f in protocol.reference if not (Path(f) / "results.csv").is_file()]
+    if missing:
+        lines += ["", f"(no results.csv in {', '.join(missing)})"]
+    return lines + [""] if found or missing else []
+
+
 def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
     names = sorted(protocol.space)
     lines = [f"# {protocol.name}: equal-budget tuning", "",
@@ -165,7 +218,7 @@ def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
                          + f" | {_pct(p.screen.get(chosen)) if chosen else ''} | {_finals_text(stats)} | {train} |")
         verdict = comparison(protocol, cells, batch) or [
             "No comparison yet: it needs finals of a layer-wise optimizer and of another."]
-        lines += [""] + verdict + [""]
+        lines += [""] + verdict + [""] + reference_lines(protocol, batch)
 
     lines += ["## Every trial", "",
               f"Test accuracy in % of each trial's {first} run"

@@ -389,6 +389,32 @@ def test_the_verdict_follows_the_intervals(tmp_path, protocol):
     assert "Verdict at batch 300 (3 or more seeds per compared optimizer): the finals of sgd diverged." in text
 
 
+def test_the_report_shows_reference_runs_of_the_same_task(tmp_path, protocol, monkeypatch):
+    import dataclasses
+
+    from lars_systemml.experiment import Cell
+
+    monkeypatch.chdir(tmp_path)  # reference folders are paths from the working directory
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    base = protocol.full_run("sgd", 300, 1).config
+    same = [dataclasses.replace(base, lr=0.5, poly_power=0.25, seed=s) for s in (1, 2)]
+    other_task = [dataclasses.replace(base, lr=0.5, epochs=9), dataclasses.replace(base, batch_size=100, lr=0.7)]
+    for i, (config, acc) in enumerate(zip(same + other_task, [0.91, 0.93, 0.5, 0.5])):
+        append_result(ref / "results.csv", result_row(protocol, Cell(f"r{i}", config), metrics(config, acc), "abc"))
+    text = PROTO.replace('batch_sizes = [100, 300]', 'batch_sizes = [100, 300]\nreference = ["ref", "nope"]')
+    referenced = load_protocol(write(tmp_path, text, "ref.toml"))
+    out = tmp_path / "out"
+    run_protocol(referenced, out, None, train_fn=FakeTrain(), log=quiet)
+    write_report(referenced, out)
+    batch300 = (out / "summary.md").read_text().split("## Batch 300")[1].split("## Batch 100")[0]
+    rows = [line for line in batch300.splitlines() if line.startswith("| sgd | ref |")]
+    assert rows == [f"| sgd | ref | 0.5 | {base.warmup_epochs:g} | 92.00 ± 1.41 (2) |"]
+    assert "(no results.csv in nope)" in batch300 and "not part of the protocol" in batch300
+    with pytest.raises(UserError, match="'reference' must be a list of results folders"):
+        load_protocol(write(tmp_path, text.replace('["ref", "nope"]', '"ref"'), "bad.toml"))
+
+
 def test_cli_dry_run_and_report(tmp_path, protocol, capsys):
     config = write(tmp_path, PROTO)
     out = tmp_path / "cli"
