@@ -3,7 +3,8 @@
 - ``summary.md``: the protocol, the search space, per batch size the chosen trial of every
   optimizer with its finals (test accuracy mean ± sample sd over the final seeds), the
   comparison of the best layer-wise optimizer (LARS, LAMB) with each of the others (Welch's
-  t-test over the seeds) and a verdict sentence derived from its intervals, every trial's
+  t-test over the seeds) and a verdict sentence derived from its intervals, the runs of the
+  same task in the protocol's ``reference`` folders (shown, not compared), every trial's
   settings and accuracies, and the compute used.
 - ``finals_b<B>.png/svg``: per batch size, every final run's test accuracy and the mean ± sd
   per optimizer.
@@ -22,12 +23,12 @@ import math
 import statistics
 from pathlib import Path
 
+from .config import TrainConfig
 from .errors import UserError
 from .fsutil import write_text_atomically
 from .results import read_results
-from .stats import Difference, welch
-from .config import TrainConfig
 from .schedules import scaled_lr
+from .stats import Difference, welch
 from .tune import CellProgress, Protocol, progress, score
 
 LAYERWISE = ("lars", "lamb")
@@ -39,16 +40,22 @@ def _pct(row: dict | None) -> str:
     return "diverged" if score(row) == -math.inf else f"{100 * score(row):.2f}"
 
 
-def finals_stats(p: CellProgress) -> dict | None:
-    """The finals' test accuracy mean and sample sd (fractions; sd None for one seed), n, train mean."""
-    if not p.finals:
+def rows_stats(rows: list[dict]) -> dict | None:
+    """Test accuracy mean and sample sd (fractions; sd None for one run), n and train mean of
+    finished runs' rows; any diverged run makes the group diverged. None for no rows."""
+    if not rows:
         return None
-    tests = [score(r) for r in p.finals.values()]
+    tests = [score(r) for r in rows]
     if any(t == -math.inf for t in tests):
         return {"mean": -math.inf, "sd": None, "n": len(tests), "train": math.nan, "diverged": True}
-    trains = [float(r["train_accuracy"]) for r in p.finals.values()]
+    trains = [float(r["train_accuracy"]) for r in rows]
     return {"mean": statistics.fmean(tests), "sd": statistics.stdev(tests) if len(tests) > 1 else None,
             "n": len(tests), "train": statistics.fmean(trains), "diverged": False}
+
+
+def finals_stats(p: CellProgress) -> dict | None:
+    """``rows_stats`` of the cell's finals."""
+    return rows_stats(list(p.finals.values()))
 
 
 def _finals_text(stats: dict | None) -> str:
@@ -97,9 +104,8 @@ def comparison(protocol: Protocol, cells: dict, batch: int) -> list[str] | None:
         return [f"Verdict at batch {batch}: {diverged_text}."]
     best = max((o for o in layerwise if o in alive), key=lambda o: alive[o]["mean"])
     alive_others = [o for o in others if o in alive]
-    best_other = (f"{max(alive_others, key=lambda o: alive[o]['mean'])} "
-                  f"{_finals_text(alive[max(alive_others, key=lambda o: alive[o]['mean'])])}"
-                  if alive_others else "none (their finals diverged)")
+    top = max(alive_others, key=lambda o: alive[o]["mean"]) if alive_others else None
+    best_other = f"{top} {_finals_text(alive[top])}" if top else "none (their finals diverged)"
     lines = [f"Best layer-wise optimizer: {best} {_finals_text(alive[best])}; best of the others: {best_other}.", ""]
     ahead, level, behind, untested = [], [], [], []
     if alive_others:
@@ -167,13 +173,8 @@ def reference_lines(protocol: Protocol, batch: int) -> list[str]:
                 peak = scaled_lr(float(first["lr"]), batch, int(first["base_batch"]) if first.get("base_batch") else None,
                                  first.get("lr_scaling") or "none")
                 values = {**{n: first.get(n, "") for n in names}, "lr": f"{peak:.4g}"}
-                tests = [score(r) for r in rows]
-                alive = [t for t in tests if t > -math.inf]
-                stats = {"mean": statistics.fmean(alive), "sd": statistics.stdev(alive) if len(alive) > 1 else None,
-                         "n": len(alive), "diverged": False} if len(alive) == len(tests) else \
-                    {"n": len(tests), "diverged": True}
                 lines.append(f"| {opt} | {folder} | " + " | ".join(str(values[n]) for n in names)
-                             + f" | {_finals_text(stats)} |")
+                             + f" | {_finals_text(rows_stats(rows))} |")
                 found += 1
     missing = [f for f in protocol.reference if not (Path(f) / "results.csv").is_file()]
     if missing:
