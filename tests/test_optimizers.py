@@ -206,27 +206,30 @@ def flat_segments():
     return np.column_stack([last - np.array(FLAT_SIZES) + 1, last, FLAT_NO_DECAY])
 
 
-_FLAT_RUNS = {}  # (optimizer, include_biases, K) -> results: the switch test reruns nothing
+_FLAT_RUNS = {}  # (include_biases, K) -> folder of results: one run serves every optimizer
 
 
 def flat_steps(tmp_path, optimizer, include_biases, K=4):
     """(theta0, flat-step theta, per-tensor theta) after K steps of tests/dml/flat_steps.dml."""
-    key = (optimizer, include_biases, K)
+    key = (include_biases, K)
     if key not in _FLAT_RUNS:
-        _FLAT_RUNS[key] = _run_flat_steps(tmp_path, optimizer, include_biases, K)
-    return _FLAT_RUNS[key]
+        _FLAT_RUNS[key] = _run_flat_steps(tmp_path, include_biases, K)
+    theta0, out = _FLAT_RUNS[key]
+    flat, per_tensor = np.loadtxt(out / f"{optimizer}.csv", delimiter=",", ndmin=2)
+    return theta0[0], flat, per_tensor
 
 
-def _run_flat_steps(tmp_path, optimizer, include_biases, K):
+def _run_flat_steps(tmp_path, include_biases, K):
+    """(theta0, folder of <optimizer>.csv): all five optimizers in one SystemDS run."""
     seg = flat_segments()
     theta0 = np.random.default_rng(8).normal(scale=0.5, size=(1, int(seg[-1, 1])))
     theta0[0, int(seg[4, 0]) - 1:int(seg[4, 1])] = 0.0
-    out = tmp_path / f"flat_{optimizer}_{include_biases}.csv"
+    out = tmp_path / f"flat_{include_biases}"
+    out.mkdir()
     run_test_dml("flat_steps.dml", theta0=write_csv(tmp_path / "theta0.csv", theta0),
-                 seg=write_csv(tmp_path / "seg.csv", seg), optimizer=optimizer,
+                 seg=write_csv(tmp_path / "seg.csv", seg),
                  include_biases=include_biases, K=K, zero_grad=1, out=str(out))
-    flat, per_tensor = np.loadtxt(out, delimiter=",", ndmin=2)
-    return theta0[0], flat, per_tensor
+    return theta0, out
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adamw", "lars", "lamb"])
@@ -239,6 +242,9 @@ def test_flat_step_equals_per_tensor_steps(tmp_path, optimizer, include_biases):
     np.testing.assert_allclose(flat, per_tensor, rtol=1e-13, atol=1e-15)
     # every column moved, the zero-gradient tensor too (by weight decay or lamb's direction)
     assert not np.any(np.isclose(flat, theta0, rtol=0, atol=1e-12))
+    # the run gave each optimizer its own steps (not one optimizer's result five times)
+    for other in {"sgd", "nesterov", "adamw", "lars", "lamb"} - {optimizer}:
+        assert not np.allclose(flat, flat_steps(tmp_path, other, include_biases)[1])
 
 
 @pytest.mark.parametrize("optimizer", ["nesterov", "adamw"])
