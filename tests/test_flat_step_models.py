@@ -28,16 +28,28 @@ def model_params(request, tmp_path_factory):
     return tmp / "theta.csv", tmp / "seg.csv"
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_flat_step_equals_per_tensor_rules(model_params, optimizer, tmp_path):
+@pytest.fixture(scope="module")
+def flat_steps_run(model_params, tmp_path_factory):
+    """Folder with <optimizer>.csv (flat-step theta, per-tensor theta) for every optimizer:
+    one SystemDS run per model serves the five tests below."""
     theta0, seg = model_params
-    out = tmp_path / "both.csv"
+    out = tmp_path_factory.mktemp("flat_steps")
     cmd = runtime.local_command(TESTS_DML / "flat_steps.dml",
-                                {"theta0": str(theta0), "seg": str(seg), "optimizer": optimizer,
-                                 "include_biases": False, "K": 3, "zero_grad": 2, "out": str(out)}, heap="2g")
+                                {"theta0": str(theta0), "seg": str(seg), "include_biases": False,
+                                 "K": 3, "zero_grad": 2, "out": str(out)}, heap="2g")
     runtime.run_dml(cmd, cwd=runtime.dml_dir())
-    flat, per_tensor = np.loadtxt(out, delimiter=",", ndmin=2)
+    return out
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_flat_step_equals_per_tensor_rules(model_params, flat_steps_run, optimizer):
+    theta0, _ = model_params
+    flat, per_tensor = np.loadtxt(flat_steps_run / f"{optimizer}.csv", delimiter=",", ndmin=2)
     start = np.loadtxt(theta0, delimiter=",", ndmin=2)[0]
     assert np.all(np.isfinite(flat)) and not np.allclose(flat, start)
     # the same arithmetic; SystemDS may fuse a + s*b into one rounding, so not bit for bit
     np.testing.assert_allclose(flat, per_tensor, rtol=1e-13, atol=1e-15)
+    # the run gave each optimizer its own steps (not one optimizer's result five times)
+    for other in OPTIMIZERS:
+        if other != optimizer:
+            assert not np.allclose(flat, np.loadtxt(flat_steps_run / f"{other}.csv", delimiter=",", ndmin=2)[0])

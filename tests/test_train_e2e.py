@@ -35,8 +35,14 @@ def test_reaches_90_percent_on_5k_subset(tmp_path, mnist_dir, optimizer, lr, flo
     assert losses[-1] < losses[0]
 
 
-def test_same_seed_same_result(tmp_path, mnist_dir):
-    a = run(tmp_path, mnist_dir, "a", optimizer="lars", lr=LARS_LR, epochs=2)
+@pytest.fixture(scope="module")
+def lars_run(tmp_path_factory, mnist_dir):
+    """The metrics of a 2-epoch LARS run at run()'s defaults (seed 42), shared by two tests."""
+    return run(tmp_path_factory.mktemp("lars"), mnist_dir, optimizer="lars", lr=LARS_LR, epochs=2)
+
+
+def test_same_seed_same_result(tmp_path, mnist_dir, lars_run):
+    a = lars_run
     b = run(tmp_path, mnist_dir, "b", optimizer="lars", lr=LARS_LR, epochs=2)
     assert a["test_loss"] == b["test_loss"] and a["train_accuracy"] == b["train_accuracy"]
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
@@ -192,8 +198,8 @@ def test_constant_schedule_is_inverse_time_without_decay(tmp_path, mnist_dir):
     assert c["test_loss"] != a["test_loss"]  # the decay of the default schedule is applied
 
 
-def test_standardized_inputs_change_the_run_and_are_recorded(tmp_path, mnist_dir):
-    raw = run(tmp_path, mnist_dir, "raw", optimizer="lars", lr=LARS_LR, epochs=2)
+def test_standardized_inputs_change_the_run_and_are_recorded(tmp_path, mnist_dir, lars_run):
+    raw = lars_run
     std = run(tmp_path, mnist_dir, "std", optimizer="lars", lr=LARS_LR, epochs=2, standardize=True)
     assert std["hyperparameters"]["standardize"] is True and "standardize" not in raw["hyperparameters"]
     assert std["standardize"] is True and raw["standardize"] is False
