@@ -76,3 +76,11 @@ def test_step_overhead_table_uses_the_largest_batch_as_reference():
     # batch 64: 16 steps of 125 ms; (2.0 - 1.2) s over 16 steps = 50 ms of overhead per step
     assert "| 125.0 | 50.0 | 30.0 |" in rows["64"]
     assert "| 1200.0 |  | 20.0 |" in rows["1024"]
+
+
+def test_cds_launch_table_reports_the_median_saving():
+    bench = load("cds_launch")
+    rows = bench.table({"trivial": {"off": [(3.0, 3.1), (4.0, 4.2), (3.5, 3.6)],
+                                    "on": [(2.0, 2.1), (2.5, 2.4), (9.0, 2.2)]}})
+    assert rows[2] == "| trivial | off | 3 | 3.50 | 3.00 | 4.00 | 3.60 |  |"
+    assert rows[3] == "| trivial | on | 3 | 2.50 | 2.00 | 9.00 | 2.20 | 1.00 s / 1.40 s |"
