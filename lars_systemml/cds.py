@@ -1,4 +1,4 @@
-"""Class-data sharing (AppCDS) for the local SystemDS JVMs: about a second less per launch.
+"""Class-data sharing (AppCDS) for the local SystemDS JVMs: 0.5-0.7 s less per launch (quiet).
 
 Every local run starts a JVM that loads ~2000 SystemDS and Hadoop classes from their jars,
 parsing and verifying each anew. A dynamic CDS archive (JDK 13+) holds them parsed and
