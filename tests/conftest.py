@@ -54,6 +54,20 @@ def isolated_cache(tmp_path_factory):
         os.environ["LARS_SYSTEMML_CACHE"] = old
 
 
+def cmdline(pid: int) -> str:
+    """The process's command line ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_training_jvm(cmdline: str) -> bool:
+    """Whether a process command line is a SystemDS run of the driver's own script: not the
+    class-data-sharing warm-up (cds.py), which runs DMLScript too, once per cache."""
+    return "org.apache.sysds.api.DMLScript" in cmdline and "cds_warmup.dml" not in cmdline
+
+
 def run_test_dml(script: str, **nvargs) -> list[str]:
     """Run tests/dml/<script> in the embedded SystemDS; returns its output lines."""
     cmd = runtime.local_command(TESTS_DML / script, nvargs, heap="2g")

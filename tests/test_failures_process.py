@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cmdline, is_training_jvm
 from lars_systemml import locks, runtime
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -38,13 +39,6 @@ def descendants(pid: int) -> list[int]:
         found += children
         frontier = children
     return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def wait_for(predicate, seconds: float, step: float = 0.1):
@@ -135,7 +129,7 @@ def test_kill_9_of_the_driver_stops_its_jvm(tmp_path, mnist_dir):
     try:
         def training_jvm():
             seen[:] = descendants(driver.pid)
-            return next((p for p in seen if "org.apache.sysds.api.DMLScript" in cmdline(p)), None)
+            return next((p for p in seen if is_training_jvm(cmdline(p))), None)
 
         jvm = wait_for(training_jvm, 180, step=0.2)
         assert jvm is not None, "the training JVM did not start"

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cmdline, is_training_jvm
 from lars_systemml import runtime
 from lars_systemml.cli import main
 from lars_systemml.config import TrainConfig
@@ -129,12 +130,13 @@ def test_sigterm_stops_the_jvm_too(tmp_path, mnist_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def jvm_children():
-        # the training JVM only: `java -version` (the Java check) and the data-preparing JVM
-        # (PythonDMLScript) are short-lived children too, and one seen by the wait below may
-        # be gone by the next look (a failure on a slow CI machine)
+        # the training JVM only: `java -version` (the Java check), the data-preparing JVM
+        # (PythonDMLScript) and the class-data-sharing warm-up are short-lived children too,
+        # and one seen by the wait below may be gone by the next look (a failure on a slow CI machine)
         out = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", r"sysds\.api\.DMLScript"],
                              capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        pids = [int(p) for p in out.stdout.split()]
+        return [p for p in pids if is_training_jvm(cmdline(p))]
 
     deadline = time.time() + 300
     while not jvm_children() and proc.poll() is None and time.time() < deadline:
