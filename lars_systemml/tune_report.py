@@ -86,11 +86,11 @@ def _ci_text(d: Difference) -> str:
 
 
 def comparison(protocol: Protocol, cells: dict, batch: int) -> list[str] | None:
-    """The best layer-wise optimizer (by finals mean) against every other optimizer with finals.
+    """Each layer-wise optimizer with finals (best first) against every other optimizer with finals.
 
-    Markdown lines: the two best, a table of the differences (points, Welch's 95% CI and p over
-    the seeds) and a verdict sentence derived from the intervals; None until a layer-wise
-    optimizer and another have finals.
+    Markdown lines: the two best, per layer-wise optimizer a table of the differences (points,
+    Welch's 95% CI and p over the seeds) and a verdict sentence derived from the intervals;
+    None until a layer-wise optimizer and another have finals.
     """
     finals = {o: finals_stats(cells[(o, batch)]) for o in protocol.optimizers}
     layerwise = [o for o in finals if o in LAYERWISE and finals[o] is not None]
@@ -102,38 +102,53 @@ def comparison(protocol: Protocol, cells: dict, batch: int) -> list[str] | None:
     diverged_text = f"the finals of {', '.join(diverged)} diverged"
     if not [o for o in layerwise if o in alive]:
         return [f"Verdict at batch {batch}: {diverged_text}."]
-    best = max((o for o in layerwise if o in alive), key=lambda o: alive[o]["mean"])
+    ranked_layerwise = sorted((o for o in layerwise if o in alive), key=lambda o: -alive[o]["mean"])
+    best = ranked_layerwise[0]
     alive_others = [o for o in others if o in alive]
     top = max(alive_others, key=lambda o: alive[o]["mean"]) if alive_others else None
     best_other = f"{top} {_finals_text(alive[top])}" if top else "none (their finals diverged)"
     lines = [f"Best layer-wise optimizer: {best} {_finals_text(alive[best])}; best of the others: {best_other}.", ""]
-    ahead, level, behind, untested = [], [], [], []
-    if alive_others:
-        lines += [f"{best} against each other optimizer: difference of the finals' mean test accuracy in points "
-                  f"({best} minus the other), Welch's t-test over the seeds.", "",
-                  "| other optimizer | finals test (n) | difference | 95% CI | p |", "|---|---|---|---|---|"]
-        mine = _finals_values(cells[(best, batch)])
-        for other in alive_others:
-            d = welch(mine, _finals_values(cells[(other, batch)]))
-            p = f"{d.p:.3g}" if d.tested else "n/a (one seed or no spread)"
-            lines.append(f"| {other} | {_finals_text(alive[other])} | {100 * d.diff:+.2f} | {_ci_text(d)} | {p} |")
-            group = untested if not d.tested else (ahead if d.low > 0 else behind if d.high < 0 else level)
-            group.append(other)
-        lines.append("")
+    n = min(alive[o]["n"] for o in ranked_layerwise + alive_others)
+    for mine in ranked_layerwise:
+        table, groups = _against_others(mine, alive_others, alive, cells, batch)
+        said = _verdict(mine, *groups)
+        lines += table
+        if diverged:
+            said.append(diverged_text)
+        lines += [f"Verdict at batch {batch} ({n} or more seeds per compared optimizer): " + "; ".join(said) + ".", ""]
+    return lines[:-1]
+
+
+def _against_others(mine: str, others: list[str], alive: dict, cells: dict,
+                    batch: int) -> tuple[list[str], tuple[list, list, list, list]]:
+    """The table of ``mine`` minus each other optimizer's finals mean (points, Welch's 95% CI
+    and p), and the others ``mine`` is ahead of, level with, behind and untested against."""
+    groups: tuple[list, list, list, list] = ([], [], [], [])
+    if not others:
+        return [], groups
+    lines = [f"{mine} against each other optimizer: difference of the finals' mean test accuracy in points "
+             f"({mine} minus the other), Welch's t-test over the seeds.", "",
+             "| other optimizer | finals test (n) | difference | 95% CI | p |", "|---|---|---|---|---|"]
+    ahead, level, behind, untested = groups
+    for other in others:
+        d = welch(_finals_values(cells[(mine, batch)]), _finals_values(cells[(other, batch)]))
+        p = f"{d.p:.3g}" if d.tested else "n/a (one seed or no spread)"
+        lines.append(f"| {other} | {_finals_text(alive[other])} | {100 * d.diff:+.2f} | {_ci_text(d)} | {p} |")
+        (untested if not d.tested else ahead if d.low > 0 else behind if d.high < 0 else level).append(other)
+    return lines + [""], groups
+
+
+def _verdict(mine: str, ahead: list, level: list, behind: list, untested: list) -> list[str]:
     said = []
     if ahead:
-        said.append(f"{best} is ahead of {', '.join(ahead)} (95% CI above 0)")
+        said.append(f"{mine} is ahead of {', '.join(ahead)} (95% CI above 0)")
     if level:
-        said.append(f"{best} is not separated from {', '.join(level)} (95% CI includes 0)")
+        said.append(f"{mine} is not separated from {', '.join(level)} (95% CI includes 0)")
     if behind:
-        said.append(f"{best} is behind {', '.join(behind)} (95% CI below 0)")
+        said.append(f"{mine} is behind {', '.join(behind)} (95% CI below 0)")
     if untested:
-        said.append(f"{best} is untested against {', '.join(untested)} (needs 2 or more seeds with spread)")
-    if diverged:
-        said.append(diverged_text)
-    n = min(alive[o]["n"] for o in [best] + alive_others)
-    lines.append(f"Verdict at batch {batch} ({n} or more seeds per compared optimizer): " + "; ".join(said) + ".")
-    return lines
+        said.append(f"{mine} is untested against {', '.join(untested)} (needs 2 or more seeds with spread)")
+    return said
 
 
 # what makes a run of another folder the same task as a cell's runs (its settings may differ)

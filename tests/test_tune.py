@@ -389,6 +389,24 @@ def test_the_verdict_follows_the_intervals(tmp_path, protocol):
     assert "Verdict at batch 300 (3 or more seeds per compared optimizer): the finals of sgd diverged." in text
 
 
+def test_each_layerwise_optimizer_gets_its_own_comparison(tmp_path):
+    text = PROTO.replace('["sgd", "lars"]', '["sgd", "lars", "lamb"]').replace(
+        'lars = { log_uniform = [0.1, 100.0] }', 'lars = { log_uniform = [0.1, 100.0] }\nlamb = { log_uniform = [0.001, 1.0] }')
+    protocol = load_protocol(write(tmp_path, text, "three.toml"))
+    gap = {"sgd": 0.0, "lars": 0.05, "lamb": 0.0}
+    fake = FakeTrain(lambda c: 0.9 + gap[c.optimizer] + (0.002 if c.optimizer == "lamb" else 0.001) * c.seed)
+    out = tmp_path / "out"
+    run_protocol(protocol, out, None, train_fn=fake, log=quiet)
+    write_report(protocol, out)
+    batch300 = (out / "summary.md").read_text().split("## Batch 300")[1].split("## Batch 100")[0]
+    verdicts = [line for line in batch300.splitlines() if line.startswith("Verdict at batch 300")]
+    assert verdicts == ["Verdict at batch 300 (3 or more seeds per compared optimizer): lars is ahead of sgd "
+                        "(95% CI above 0).",
+                        "Verdict at batch 300 (3 or more seeds per compared optimizer): lamb is not separated "
+                        "from sgd (95% CI includes 0)."]
+    assert batch300.index("lars against each other optimizer") < batch300.index("lamb against each other optimizer")
+
+
 def test_the_report_shows_reference_runs_of_the_same_task(tmp_path, protocol, monkeypatch):
     import dataclasses
 
