@@ -235,9 +235,7 @@ def make_archive(folder: Path, key: str, java: str, options: list[str], cp: str)
     partial = folder / f"systemds-{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         with runtime.work_dir() as tmp:
-            config = runtime.SystemDSConfig({"sysds.scratch": str(tmp / "scratch"),
-                                             "sysds.localtmpdir": str(tmp / "localtmp"),
-                                             **runtime.tuned_settings(tmp)}).write(tmp / "config.xml")
+            config = runtime.SystemDSConfig(runtime.run_settings(tmp)).write(tmp / "config.xml")
             own = [o for o in options if not o.startswith("-Djava.io.tmpdir=")]
             cmd = [java, *own, *runtime.java_tmpdir_flags(tmp / "java-tmp"),
                    f"-XX:ArchiveClassesAtExit={partial}", *USE_FLAGS, "-cp", cp, MAIN_CLASS,

@@ -129,9 +129,7 @@ def check_native_blas() -> Check:
 def probe_systemds(heap: str = "1g") -> list[str]:
     """Run PROBE_DML with -stats and the settings a training uses (native BLAS if found); its output."""
     with runtime.work_dir() as tmp:
-        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
-                    **runtime.tuned_settings(tmp)}
-        config = runtime.SystemDSConfig(settings).write(tmp / "systemds-config.xml")
+        config = runtime.SystemDSConfig(runtime.run_settings(tmp)).write(tmp / "systemds-config.xml")
         script = tmp / "probe.dml"
         script.write_text(PROBE_DML)
         cmd = runtime.local_command(script, {}, config, heap=heap, stats=True, tmpdir=tmp / "java-tmp")

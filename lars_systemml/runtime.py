@@ -302,6 +302,17 @@ def tuned_settings(workdir: Path) -> dict[str, str]:
     return {"sysds.caching.bufferpoollimit": "50", **native_blas_settings(workdir)}
 
 
+def run_settings(workdir: Path, precision: str = "double") -> dict[str, str]:
+    """The SystemDS -config settings of one JVM run whose temporary folder is ``workdir``.
+
+    SystemDS's scratch space and local temporary folder inside ``workdir`` (removed with it),
+    tuned_settings() and the arithmetic of ``precision`` (precision_settings). Callers
+    override single keys (e.g. the scratch folder on a Spark cluster) on the returned dict.
+    """
+    return {"sysds.scratch": str(workdir / "scratch"), "sysds.localtmpdir": str(workdir / "localtmp"),
+            **tuned_settings(workdir), **precision_settings(precision)}
+
+
 def format_nvargs(nvargs: dict) -> list[str]:
     """``-nvargs`` values as SystemDS expects them (booleans as TRUE/FALSE)."""
     out = []

@@ -103,10 +103,8 @@ def load(model_dir: str | Path) -> SavedModel:
 def _run_script(name: str, model: SavedModel, nvargs: dict, workdir: Path, heap: str) -> None:
     """Run dml/<name> rendered for ``model`` in the embedded SystemDS."""
     runtime.check_java()
-    settings = {"sysds.scratch": str(workdir / "scratch"), "sysds.localtmpdir": str(workdir / "localtmp"),
-                **runtime.tuned_settings(workdir),
-                # the arithmetic the model was trained in, so evaluate reproduces its run's metrics
-                **runtime.precision_settings(model.info.get("config", {}).get("precision", "double"))}
+    # the arithmetic the model was trained in, so evaluate reproduces its run's metrics
+    settings = runtime.run_settings(workdir, model.info.get("config", {}).get("precision", "double"))
     config = runtime.SystemDSConfig(settings).write(workdir / "systemds-config.xml")
     script = models.render(runtime.dml_dir() / name, model.info["model"], workdir)
     cmd = runtime.local_command(script, {**model.script_args(), **nvargs}, config, heap=heap,

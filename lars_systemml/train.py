@@ -35,7 +35,7 @@ class RunOptions:
     verbose: bool = False
     progress: bool = True
     stats: bool = False
-    # SystemDS -config settings, over runtime.tuned_settings() (e.g. {"sysds.native.blas": "none"})
+    # SystemDS -config settings, over runtime.run_settings() (e.g. {"sysds.native.blas": "none"})
     systemds_config: dict = field(default_factory=dict)
     spark: spark.SparkOptions | None = None  # None: the embedded local SystemDS
     # -nvargs of dml/train.dml over the ones derived from the config, for A/B measurements
@@ -185,8 +185,7 @@ def _run(config: TrainConfig, spec, folder: RunFolder, checkpoints: Checkpoints,
     # the run's temporary folder (SystemDS scratch, the JVM's java.io.tmpdir): removed when the
     # run ends, and by the next run if this process is killed (runtime.work_dir)
     with runtime.work_dir() as tmp:
-        settings = {"sysds.scratch": str(tmp / "scratch"), "sysds.localtmpdir": str(tmp / "localtmp"),
-                    **runtime.tuned_settings(tmp), **runtime.precision_settings(config.precision)}
+        settings = runtime.run_settings(tmp, config.precision)
         if options.spark:
             settings["sysds.scratch"] = spark.scratch_dir(options.spark, tmp)
         settings.update(options.systemds_config)

@@ -160,10 +160,17 @@ def _as_written(value) -> str:
     return "" if value is None else str(value)
 
 
-def reference_lines(protocol: Protocol, batch: int) -> list[str]:
-    """Runs of ``protocol.reference`` folders of the same task as the cells at ``batch`` (any
+def reference_rows(protocol: Protocol) -> dict[str, list[dict] | None]:
+    """The complete rows of each ``protocol.reference`` folder's results.csv, read once per
+    report; a folder without results.csv maps to None."""
+    return {folder: read_results(Path(folder) / "results.csv", complete=True)
+            if (Path(folder) / "results.csv").is_file() else None for folder in protocol.reference}
+
+
+def reference_lines(protocol: Protocol, batch: int, references: dict[str, list[dict] | None]) -> list[str]:
+    """Runs in ``references`` (reference_rows) of the same task as the cells at ``batch`` (any
     settings; seeds grouped), as a table beside the finals: not part of the protocol."""
-    if not protocol.reference:
+    if not references:
         return []
     names = sorted(protocol.space)
     lines = [f"Reference, not part of the protocol and not tuned with its budget: runs of the same data, model, "
@@ -174,12 +181,11 @@ def reference_lines(protocol: Protocol, batch: int) -> list[str]:
     for opt in protocol.optimizers:
         task = protocol.full_run(opt, batch, 1).config.as_dict()
         wanted = {k: _as_written(task[k]) for k in TASK_FIELDS}
-        for folder in protocol.reference:
-            path = Path(folder) / "results.csv"
-            if not path.is_file():
+        for folder, folder_rows in references.items():
+            if folder_rows is None:
                 continue
             groups: dict[tuple, list[dict]] = {}
-            for row in read_results(path, complete=True):
+            for row in folder_rows:
                 if all(_as_written(row.get(k, "")) == v for k, v in wanted.items()):
                     settings = tuple((k, row.get(k, "")) for k in TrainConfig.field_names() if k != "seed")
                     groups.setdefault(settings, []).append(row)
@@ -191,7 +197,7 @@ def reference_lines(protocol: Protocol, batch: int) -> list[str]:
                 lines.append(f"| {opt} | {folder} | " + " | ".join(str(values[n]) for n in names)
                              + f" | {_finals_text(rows_stats(rows))} |")
                 found += 1
-    missing = [f for f in protocol.reference if not (Path(f) / "results.csv").is_file()]
+    missing = [folder for folder, folder_rows in references.items() if folder_rows is None]
     if missing:
         lines += ["", f"(no results.csv in {', '.join(missing)})"]
     return lines + [""] if found or missing else []
@@ -214,6 +220,7 @@ def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
         lines.append(f"| {name} | " + " | ".join(str(protocol.space_for(o)[name]) for o in protocol.optimizers) + " |")
     lines.append("")
     first = "screen" if protocol.halving else "first run"
+    references = reference_rows(protocol)
     for batch in sorted(protocol.batch_sizes, reverse=True):
         steps = {r["steps"] for r in rows if r.get("stage") in ("full", "final") and r["batch_size"] == str(batch)}
         lines += [f"## Batch {batch}" + (f" ({', '.join(sorted(steps))} steps per full run)" if steps else ""), "",
@@ -234,7 +241,7 @@ def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
                          + f" | {_pct(p.screen.get(chosen)) if chosen else ''} | {_finals_text(stats)} | {train} |")
         verdict = comparison(protocol, cells, batch) or [
             "No comparison yet: it needs finals of a layer-wise optimizer and of another."]
-        lines += [""] + verdict + [""] + reference_lines(protocol, batch)
+        lines += [""] + verdict + [""] + reference_lines(protocol, batch, references)
 
     lines += ["## Every trial", "",
               f"Test accuracy in % of each trial's {first} run"

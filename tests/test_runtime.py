@@ -25,6 +25,16 @@ def test_openblas_is_linked_where_systemds_looks(tmp_path, monkeypatch):
     assert link.resolve() == library.resolve()
 
 
+def test_run_settings_keep_temporary_files_in_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.OPENBLAS_ENV, "none")
+    settings = runtime.run_settings(tmp_path, "single")
+    assert settings["sysds.scratch"] == str(tmp_path / "scratch")
+    assert settings["sysds.localtmpdir"] == str(tmp_path / "localtmp")
+    assert settings["sysds.caching.bufferpoollimit"] == "50"
+    assert settings[runtime.PRECISION_KEY] == "single"
+    assert runtime.PRECISION_KEY not in runtime.run_settings(tmp_path)
+
+
 def test_bad_openblas_path_is_a_user_error(monkeypatch):
     monkeypatch.setenv(runtime.OPENBLAS_ENV, "/nonexistent/libopenblas.so.0")
     with pytest.raises(UserError, match="LARS_SYSTEMML_OPENBLAS"):
