@@ -47,6 +47,9 @@ NO_CDS_OPTIONS = ("-Xshare", "-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit"
                   "--patch-module", "--upgrade-module-path", "--limit-modules")
 ARCHIVE = re.compile(r"systemds-(?P<key>[0-9a-f]{16})-(?P<size>\d+)-(?P<crc>[0-9a-f]{8})\.jsa")
 RETRY_AFTER_S = 24 * 3600  # a failed warm-up is tried again after this long
+# Archives of other keys (an older SystemDS or Java, other JVM flags) made longer ago than this
+# are removed when a new archive is made: ~30 MB each; one still in use is made again (~6 s).
+PRUNE_AFTER_S = 30 * 24 * 3600
 WARMUP_TIMEOUT_S = 300
 COMPRESSED_OOPS_LIMIT = 32 << 30  # heaps from here on run without compressed oops: another base archive
 
@@ -125,7 +128,24 @@ def ensure_archive(java: str, options: list[str], cp: str) -> Path | None:
             failed.touch()
         else:
             failed.unlink(missing_ok=True)
+            prune(folder, key)
         return made
+
+
+def prune(folder: Path, keep: str, now: float | None = None) -> list[Path]:
+    """Remove the archives and failure markers of keys other than ``keep`` last written more
+    than PRUNE_AFTER_S ago; the paths removed. Lock files are left to lars_systemml.locks."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in [*folder.glob("systemds-*.jsa"), *folder.glob("systemds-*.failed")]:
+        if path.name.startswith(f"systemds-{keep}") or now - _mtime(path) <= PRUNE_AFTER_S:
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 def archive_key(java: str, options: Sequence[str], cp: str) -> str:

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,26 @@ def test_a_failed_warmup_is_not_retried_at_once(cache, fake_java, tmp_path, monk
     cmd = runtime.local_command(tmp_path / "x.dml", {}, heap="1g")
     assert cds.apply(cmd) == cmd and cds.apply(cmd) == cmd
     assert len(tries) == 1 and len(list(cache.glob("*.failed"))) == 1
+
+
+def test_old_archives_of_other_keys_go_when_a_new_one_is_made(cache, fake_java, tmp_path, monkeypatch):
+    cmd = runtime.local_command(tmp_path / "x.dml", {}, heap="1g")
+    key = cds.archive_key(*cds.split_command(cmd))
+    old = write_archive(cache, "0" * 16, b"old")
+    old_failure = cache / f"systemds-{'1' * 16}.failed"
+    old_failure.touch()
+    recent = write_archive(cache, "2" * 16, b"recent")
+    long_ago = time.time() - cds.PRUNE_AFTER_S - 60
+    for path in (old, old_failure):
+        os.utime(path, (long_ago, long_ago))
+    assert cds.find_archive(cache, "0" * 16) == old  # intact, only old
+    monkeypatch.setattr(cds, "make_archive", lambda folder, k, *a: write_archive(folder, k, b"new"))
+    made = cds.apply(cmd)[1].split("=", 1)[1]
+    assert sorted(p.name for p in cache.glob("systemds-*") if not p.name.endswith(".lock")) == sorted(
+        [recent.name, Path(made).name])
+    # a key's own archive is kept however old it is
+    os.utime(made, (long_ago, long_ago))
+    assert cds.prune(cache, key) == [] and Path(made).exists()
 
 
 def test_an_archive_being_made_elsewhere_means_a_run_without(cache, fake_java, tmp_path, monkeypatch):
