@@ -7,6 +7,9 @@
 # another tree, so that editing the code does not change the protocol under way:
 #   git worktree add /work/frozen-fair HEAD && cd /work/frozen-fair && \
 #     RESULTS=/work/main/results nohup bash experiments/run_fair.sh &
+# While it runs, do not `git stash` or `git checkout` files of that results/fair: git replaces a
+# changed tune.log with a new file and the tuner goes on writing into the old, deleted one
+# (recover it with `tail -c +1 -f /proc/<tuner pid>/fd/2 > results/fair/tune.log`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 output="${RESULTS:-results}/fair"
