@@ -79,10 +79,17 @@ def _finals_values(p: CellProgress) -> list[float]:
     return [score(r) for _, r in sorted(p.finals.items())]
 
 
+def _points(fraction: float) -> str:
+    """A difference of accuracies in signed points, 2 decimals; more where 2 would round a
+    bound that decides the verdict to +-0.00 (e.g. +0.002 rather than +0.00)."""
+    points = 100 * fraction
+    return f"{points:+.2f}" if points == 0 or abs(points) >= 0.005 else f"{points:+.1g}"
+
+
 def _ci_text(d: Difference) -> str:
     if not d.tested:
         return ""
-    return f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+    return f"[{_points(d.low)}, {_points(d.high)}]"
 
 
 def comparison(protocol: Protocol, cells: dict, batch: int) -> list[str] | None:

@@ -16,6 +16,7 @@ from lars_systemml.results import append_result, read_results
 from lars_systemml.sweep import result_row
 from lars_systemml.tune import load_protocol, progress, run_protocol, rows_by_id
 from lars_systemml.stats import welch
+from lars_systemml import tune_report
 from lars_systemml.tune_report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -387,6 +388,13 @@ def test_the_verdict_follows_the_intervals(tmp_path, protocol):
     assert re.search(r"^\| sgd \| 4/4 \| t\d .*\| diverged \(3\) \|\s+\|$", text, re.M)
     assert "best of the others: none (their finals diverged)" in text
     assert "Verdict at batch 300 (3 or more seeds per compared optimizer): the finals of sgd diverged." in text
+
+
+@pytest.mark.parametrize("fraction, text", [(0.0431, "+4.31"), (-0.0673, "-6.73"), (0.0, "+0.00"),
+                                            (2.02e-05, "+0.002"), (-3e-06, "-0.0003")])
+def test_a_bound_near_zero_keeps_its_sign(fraction, text):
+    """A CI bound of +0.002 points is shown as such, not as +0.00 beside "95% CI above 0"."""
+    assert tune_report._points(fraction) == text
 
 
 def test_each_layerwise_optimizer_gets_its_own_comparison(tmp_path):
