@@ -133,11 +133,12 @@ def ensure_archive(java: str, options: list[str], cp: str) -> Path | None:
 
 
 def prune(folder: Path, keep: str, now: float | None = None) -> list[Path]:
-    """Remove the archives and failure markers of keys other than ``keep`` last written more
-    than PRUNE_AFTER_S ago; the paths removed. Lock files are left to lars_systemml.locks."""
+    """Remove the archives, failure markers and partial archives (of killed warm-ups) of keys
+    other than ``keep`` last written more than PRUNE_AFTER_S ago; the paths removed. Lock
+    files are left to lars_systemml.locks."""
     now = time.time() if now is None else now
     removed = []
-    for path in [*folder.glob("systemds-*.jsa"), *folder.glob("systemds-*.failed")]:
+    for path in [*folder.glob("systemds-*.jsa"), *folder.glob("systemds-*.failed"), *folder.glob("systemds-*.tmp")]:
         if path.name.startswith(f"systemds-{keep}") or now - _mtime(path) <= PRUNE_AFTER_S:
             continue
         try:

@@ -126,9 +126,11 @@ def test_old_archives_of_other_keys_go_when_a_new_one_is_made(cache, fake_java, 
     old = write_archive(cache, "0" * 16, b"old")
     old_failure = cache / f"systemds-{'1' * 16}.failed"
     old_failure.touch()
+    old_partial = cache / f"systemds-{'3' * 16}.123-abcdef01.tmp"  # a warm-up killed long ago
+    old_partial.write_bytes(b"half")
     recent = write_archive(cache, "2" * 16, b"recent")
     long_ago = time.time() - cds.PRUNE_AFTER_S - 60
-    for path in (old, old_failure):
+    for path in (old, old_failure, old_partial):
         os.utime(path, (long_ago, long_ago))
     assert cds.find_archive(cache, "0" * 16) == old  # intact, only old
     monkeypatch.setattr(cds, "make_archive", lambda folder, k, *a: write_archive(folder, k, b"new"))
