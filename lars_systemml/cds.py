@@ -28,6 +28,7 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -123,6 +124,9 @@ def ensure_archive(java: str, options: list[str], cp: str) -> Path | None:
         found = find_archive(folder, key)  # made while we looked
         if found is not None:
             return found
+        if sys.stderr.isatty():  # a person waits: say why (never into a log or a test's stderr)
+            print(f"note: making SystemDS's class archive, once per Java and SystemDS version "
+                  f"(~6 s; {ENV}=0 turns it off)", file=sys.stderr, flush=True)
         made = make_archive(folder, key, java, options, cp)
         if made is None:
             failed.touch()

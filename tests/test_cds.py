@@ -142,6 +142,35 @@ def test_old_archives_of_other_keys_go_when_a_new_one_is_made(cache, fake_java, 
     assert cds.prune(cache, key) == [] and Path(made).exists()
 
 
+class Terminal:
+    """A stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_making_an_archive_is_announced_on_a_terminal_only(cache, fake_java, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cds, "make_archive", lambda folder, k, *a: write_archive(folder, k, b"new"))
+    cmd = runtime.local_command(tmp_path / "x.dml", {}, heap="1g")
+    cds.apply(cmd)
+    assert capsys.readouterr().err == ""  # a log, a pipe or a test: not a word
+    shutil.rmtree(cache)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    cds.apply(cmd)
+    cds.apply(cmd)  # found: nothing more to say
+    assert terminal.text.count("\n") == 1 and "class archive" in terminal.text and cds.ENV in terminal.text
+
+
 def test_an_archive_being_made_elsewhere_means_a_run_without(cache, fake_java, tmp_path, monkeypatch):
     monkeypatch.setattr(cds, "make_archive", lambda *a: pytest.fail("made while locked"))
     cmd = runtime.local_command(tmp_path / "x.dml", {}, heap="1g")
