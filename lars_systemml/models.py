@@ -56,6 +56,10 @@ class ModelSpec:
     description: str
     options: dict[str, int] = field(default_factory=dict)  # option -> default (all integers >= 1)
     fits: Callable[[Shape], str | None] = lambda shape: None  # None, or why the shape does not fit
+    # Spark paramserv only: function -> {input: columns} that the workers reshape to the literal
+    # local batch rows at the function's entry (spark.with_literal_rows says why). Only stateless
+    # models can be listed: their short batches are padded, so every call has those rows.
+    paramserv_literal_rows: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def file(self) -> str:
@@ -97,7 +101,9 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
     ModelSpec("lenet5", "LeNet-5: two 5x5 conv + max-pool stages, FC 120-84-classes (the paper's network)",
-              fits=_lenet5_fits),
+              fits=_lenet5_fits,
+              paramserv_literal_rows={"backward": {"X": 784, "z1": 6 * 28 * 28, "p1": 6 * 14 * 14,
+                                                   "z2": 16 * 14 * 14}}),
     ModelSpec("mlp", "a deep ReLU MLP: `depth` hidden layers of `width` units",
               options={"width": 256, "depth": 6}),
     ModelSpec("resnet", "a small ResNet: 3x3 stem, three stages of `blocks` residual blocks "

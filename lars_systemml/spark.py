@@ -388,43 +388,40 @@ def scratch_dir(options: SparkOptions, workdir: Path) -> str:
 # ---------------------------------------------------------------- the paramserv mode
 
 
-# SystemDS 3.4.0 recompiles the functions paramserv ships to its Spark workers with forced CP
-# exec types and serializes them without the sizes its inter-procedural analysis found, so
-# inside the model's inner functions the row count is unknown, and there SystemDS computes a
-# wrong conv1 gradient (the quirk dml/train.dml works around with opt=CONSTRAINED). Reshaping
-# those functions' inputs to the literal local batch size ($ps_batch) at their entry gives
-# back the local gradient (LeNet-5: step-2 loss 2.3703477495868257 on the workers, the local
-# 2.3703477495868253; without it 2.3705570728401). model -> function -> {input: columns}.
-# Every call then has exactly $ps_batch rows: stateless models pad their short batches
-# (paramserv/functions.dml). Models with state are not listed (their short batches differ).
-LITERAL_ROWS = {
-    "lenet5": {"backward": {"X": 784, "z1": 6 * 28 * 28, "p1": 6 * 14 * 14, "z2": 16 * 14 * 14}},
-}
-
-
 def with_literal_rows(model_text: str, model: str) -> str:
-    """The model's text with LITERAL_ROWS' reshapes at the entry of the listed functions."""
-    from .models import _function_span
+    """The model's text with a reshape to ``$ps_batch`` rows at the entry of each function its
+    ModelSpec lists in ``paramserv_literal_rows`` (function -> {input: columns}).
 
-    for function, inputs in LITERAL_ROWS.get(model, {}).items():
+    SystemDS 3.4.0 recompiles the functions paramserv ships to its Spark workers with forced CP
+    exec types and serializes them without the sizes its inter-procedural analysis found, so
+    inside the model's inner functions the row count is unknown, and there SystemDS computes a
+    wrong conv1 gradient (the quirk dml/train.dml works around with opt=CONSTRAINED). Reshaping
+    those functions' inputs to the literal local batch size ($ps_batch) at their entry gives
+    back the local gradient (LeNet-5: step-2 loss 2.3703477495868257 on the workers, the local
+    2.3703477495868253; without it 2.3705570728401). Every call then has exactly $ps_batch
+    rows: stateless models pad their short batches (paramserv/functions.dml).
+    """
+    from .models import _function_span, get
+
+    for function, inputs in get(model).paramserv_literal_rows.items():
         start, _ = _function_span(model_text, function)
         body = model_text.index("{", start) + 1
         header = model_text[start:body]
         missing = [name for name in inputs if not re.search(rf"matrix\[double\]\s+{name}\b", header)]
-        if missing:  # the model changed its signature: keep LITERAL_ROWS in step with it
-            raise AssertionError(f"LITERAL_ROWS[{model!r}][{function!r}] names {missing}, which are not "
-                                 f"inputs of {model}::{function}")
+        if missing:  # the model changed its signature: keep its ModelSpec in step with it
+            raise AssertionError(f"{model}'s paramserv_literal_rows[{function!r}] names {missing}, which are "
+                                 f"not inputs of {model}::{function}")
         lines = "".join(f"\n  {name} = matrix({name}, rows=$ps_batch, cols={cols})  # lars_systemml/spark.py"
                         for name, cols in inputs.items())
         model_text = model_text[:body] + lines + model_text[body:]
     return model_text
 
 
-def render_paramserv(model_file: Path, workdir: Path, model: str = "") -> Path:
+def render_paramserv(model_file: Path, workdir: Path, model: str) -> Path:
     """Write ``workdir/train_paramserv.dml`` and ``workdir/paramserv-functions.dml`` for a run.
 
     ``model_file``: the run's rendered model (models.render writes ``workdir/model.dml``),
-    rewritten in place with LITERAL_ROWS for ``model``. Both scripts source it; the main
+    rewritten in place by with_literal_rows for ``model``. Both scripts source it; the main
     script sources the rendered functions file by its absolute path, which is also the
     namespace of the ``upd``/``agg`` function names.
     """

@@ -189,7 +189,7 @@ def test_paramserv_reshuffles_every_epoch_by_seed_and_epoch(mnist_dir, tmp_path,
 
 @pytest.mark.spark
 def test_full_batch_paramserv_lenet5_equals_the_local_run(mnist_dir, tmp_path):
-    # LeNet-5 needs the literal-size reshapes that spark.LITERAL_ROWS adds to its backward():
+    # LeNet-5 needs the literal-size reshapes that its paramserv_literal_rows add to its backward():
     # without them the workers' gradient differed (step 2's loss 2.3705570728401 against the
     # local 2.3703477495868253), with them it is the local one.
     config = TrainConfig(optimizer="lars", lr=1.0, batch_size=600, epochs=2, train_size=600, test_size=200)
@@ -301,15 +301,16 @@ def test_paramserv_trains_a_data_set_larger_than_the_driver_heap(standalone, mni
 
 
 def test_literal_rows_name_inputs_of_the_current_model_functions():
-    """spark.LITERAL_ROWS patches model functions by their input names: a renamed input fails here,
-    not as a DML error on the executors."""
+    """A model's paramserv_literal_rows patch its functions by their input names: a renamed input
+    fails here, not as a DML error on the executors."""
     from lars_systemml import runtime
     from lars_systemml.models import MODELS
 
-    for model in spark.LITERAL_ROWS:
-        text = (runtime.dml_dir() / MODELS[model].file).read_text()
+    assert MODELS["lenet5"].paramserv_literal_rows  # the one model known to need them
+    for model, spec in MODELS.items():
+        text = (runtime.dml_dir() / spec.file).read_text()
         patched = spark.with_literal_rows(text, model)
-        assert patched.count("rows=$ps_batch") == sum(len(v) for v in spark.LITERAL_ROWS[model].values())
+        assert patched.count("rows=$ps_batch") == sum(len(v) for v in spec.paramserv_literal_rows.values())
 
 
 @pytest.mark.parametrize("name", ["lenet5", "mlp"])
