@@ -272,14 +272,24 @@ def summary_markdown(protocol: Protocol, cells: dict, rows: list[dict]) -> str:
                     cells_text.append(_pct(p.full.get(trial)))
                 lines.append(f"| {opt} | t{trial}{mark} | " + " | ".join(cells_text) + " |")
         lines.append("")
-    seconds = sum(float(r["wall_seconds"]) for r in rows if r.get("wall_seconds"))
+    seconds = sum(run_seconds(r) for r in rows)
     runs = sum(len(p.screen) + len([t for t in p.full if p.full[t] is not p.screen.get(t)])
                + len([s for s in p.finals if s != protocol.seed]) for p in cells.values())
     complete = sum(p.complete(protocol) for p in cells.values())
     lines += ["## Compute", "",
               f"{runs} runs of the protocol in results.csv ({complete} of {len(cells)} cells complete); "
-              f"the rows' wall time adds up to {seconds / 3600:.1f} h.", ""]
+              f"their time adds up to {seconds / 3600:.1f} h (each run's wall time; for a run resumed "
+              f"from a checkpoint, its training time over all its attempts).", ""]
     return "\n".join(lines)
+
+
+def run_seconds(row: dict) -> float:
+    """The seconds one results row cost: its wall time, or its training time if that is longer.
+
+    A run resumed from a checkpoint records the wall time of its last attempt only, while its
+    training time (``train_seconds``, the DML loop's clock) carries over from the checkpoint.
+    """
+    return max((float(row[key]) for key in ("wall_seconds", "train_seconds") if row.get(key)), default=0.0)
 
 
 def plot_best_so_far(protocol: Protocol, cells: dict, batch: int, out: Path) -> list[Path]:

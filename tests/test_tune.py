@@ -366,6 +366,15 @@ def test_report_from_results(tmp_path, protocol):
         write_report(protocol, tmp_path / "empty")
 
 
+def test_compute_counts_the_earlier_attempts_of_a_resumed_run():
+    from lars_systemml.tune_report import run_seconds
+
+    assert run_seconds({"wall_seconds": "900.5", "train_seconds": "880.0"}) == 900.5
+    # resumed: the last attempt's wall time, the training time of all attempts
+    assert run_seconds({"wall_seconds": "85.4", "train_seconds": "1763.2"}) == 1763.2
+    assert run_seconds({"wall_seconds": "", "train_seconds": ""}) == 0.0
+
+
 def test_the_verdict_follows_the_intervals(tmp_path, protocol):
     """lars clearly ahead of sgd: "ahead"; equal means: "not separated"; diverged finals: ahead."""
     def accuracy(gap):
