@@ -154,7 +154,7 @@ def test_missing_openblas_warning_is_one_line_once(healthy, monkeypatch, capsys)
     start_notes()
     err = capsys.readouterr().err.splitlines()
     assert err == ["warning: native BLAS (OpenBLAS) not found: SystemDS falls back to its Java kernels, "
-                   "~1.5x slower per epoch; install it: apt-get install libopenblas0-pthread"]
+                   "1.3-1.6x slower per epoch; install it: apt-get install libopenblas0-pthread"]
 
 
 def test_no_warning_with_openblas_or_a_chosen_setting(healthy, monkeypatch, capsys):
