@@ -550,8 +550,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure the step cost on the embedded backend and a local cluster")
     m.add_argument("--output", default="results/scaling/parfor", help="folder for measurements.json/.md and runs")
-    m.add_argument("--spark-mode", default="parfor", help="passed to the CLI as --spark-mode (with --workers K) "
-                   "unless parfor, today's only mode")
+    m.add_argument("--spark-mode", default="parfor",
+                   help="the CLI's --spark-mode: parfor (default) or paramserv (passed with --workers K)")
     m.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 16384])
     m.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="cluster sizes (workers) to measure")
     m.add_argument("--cores-per-worker", type=int, default=1, help="cores (task slots) per worker")

@@ -108,7 +108,7 @@ class SparkOptions:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The ``--backend`` and ``--spark-*`` command-line options."""
-    g = parser.add_argument_group("backend (see README: Running on Spark)")
+    g = parser.add_argument_group("backend (see README: Running at scale, and docs/spark.md)")
     g.add_argument("--backend", choices=["local", "spark"], default="local",
                    help="local: embedded SystemDS (default); spark: spark-submit, gradients on executors")
     g.add_argument("--spark-master", metavar="URL", help="local[N], spark://host:port or yarn")
