@@ -81,7 +81,7 @@ def _train_argv(args, batch: int, out: Path) -> list[str]:
 def _spark_argv(args, cluster: standalone.Cluster, k: int, events: Path, scratch: Path) -> list[str]:
     argv = ["--backend", "spark", "--spark-master", cluster.url, "--driver-memory", args.driver_memory,
             "--executor-memory", args.executor_memory, "--spark-scratch", str(scratch)]
-    if args.spark_mode != "parfor":  # today's CLI knows only the parfor mode (its default)
+    if args.spark_mode != "parfor":  # parfor is the CLI's default mode; paramserv needs K
         argv += ["--spark-mode", args.spark_mode, "--workers", str(k)]
     for conf in ("spark.ui.enabled=false", "spark.eventLog.enabled=true", f"spark.eventLog.dir={events.resolve().as_uri()}",
                  "spark.eventLog.logBlockUpdates.enabled=true", f"spark.executor.cores={args.cores_per_worker}"):
@@ -130,7 +130,7 @@ def split_step(metrics: dict, stats: dict, events: dict | None, slots: int, scra
     run, capped at the driver's time between jobs minus the update); ``driver`` = the rest (optimizer update, batch slicing, reshuffle); ``update`` = the
     ``update`` function's seconds per call (-stats), part of ``driver``.
     Embedded: ``comm`` = 0, ``driver`` = ``update``, ``compute`` = the rest.
-    Paramserv (provisional until the mode exists): ``driver`` = the Paramserv model update
+    Paramserv (rougher: its -stats are whole-run totals): ``driver`` = the Paramserv model update
     (+ aggregation) time, ``comm`` = its broadcast + RPC time, ``compute`` = the rest.
     """
     history = metrics["history"]
