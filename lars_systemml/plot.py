@@ -27,6 +27,7 @@ from .config import OPTIMIZERS
 from .errors import UserError
 from .fsutil import atomic_path, prepare_output_folder, write_text_atomically
 from .results import read_results
+from .train import TRACE_COLUMNS, TRACE_FILE
 
 METRICS = {
     "test_accuracy": "Test accuracy",
@@ -147,6 +148,22 @@ def plot_metric(agg: pd.DataFrame, df: pd.DataFrame, metric: str, out: Path, tit
     return _save(fig, out, metric)
 
 
+def step_trace(folder: Path, metrics: dict | None = None) -> dict[str, np.ndarray] | None:
+    """A run folder's per-step trace (train.TRACE_COLUMNS: 1-based step, epoch, learning rate,
+    mean batch loss in nats) as one array per column; None if the run wrote none.
+
+    ``metrics``: the run's metrics.json, if already read (it names the trace file).
+    """
+    if metrics is None:
+        path = folder / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+    trace = folder / metrics.get("step_trace", TRACE_FILE)
+    if not (trace.is_file() and trace.stat().st_size):
+        return None
+    table = np.loadtxt(trace, delimiter=",", skiprows=1, ndmin=2).reshape(-1, len(TRACE_COLUMNS))
+    return {name: table[:, i] for i, name in enumerate(TRACE_COLUMNS)}
+
+
 def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
     """Per run at ``batch_size`` with a saved history: its series, run id and the curves.
 
@@ -166,10 +183,9 @@ def load_curves(df: pd.DataFrame, batch_size: int) -> list[dict]:
         accuracy = np.array([np.nan if h["test_accuracy"] is None else h["test_accuracy"] for h in history])
         evaluated = np.isfinite(accuracy)  # epochs skipped by eval_every hold no accuracy
         acc_step, accuracy = epoch_step[evaluated], accuracy[evaluated]
-        trace = folder / metrics.get("step_trace", "steps.csv")
-        if trace.is_file() and trace.stat().st_size:
-            table = np.loadtxt(trace, delimiter=",", skiprows=1, ndmin=2)
-            lr_step, lr = (table[:, 0], table[:, 2]) if len(table) else (np.array([]), np.array([]))
+        trace = step_trace(folder, metrics)
+        if trace is not None:
+            lr_step, lr = trace["step"], trace["lr"]
         else:
             lr_step, lr = epoch_step, np.array([h["lr"] for h in history], dtype=float)
         curves.append({"series": row["series"], "run_id": row["run_id"], "seed": row["seed"],

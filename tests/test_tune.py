@@ -366,6 +366,43 @@ def test_report_from_results(tmp_path, protocol):
         write_report(protocol, tmp_path / "empty")
 
 
+class TracingTrain(FakeTrain):
+    """A FakeTrain that also writes the run's steps.csv: loss ``code + step / 1000`` per step,
+    where ``code`` = 10 x (optimizer's index) + seed + (1 for a full run, 0 for a screen)."""
+
+    def __call__(self, config, output, options):
+        result = super().__call__(config, output, options)
+        code = 10 * ["sgd", "lars"].index(config.optimizer) + config.seed + (config.epochs == 4)
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "steps.csv").write_text(
+            "step,epoch,lr,batch_loss\n" + "".join(f"{s},1,0.1,{code + s / 1000}\n" for s in (1, 2, 3)))
+        return result
+
+
+def test_the_report_draws_the_training_loss_of_each_final_run(tmp_path, protocol):
+    out = tmp_path / "out"
+    run_protocol(protocol, out, None, train_fn=TracingTrain(), log=quiet)
+    written = {p.name for p in write_report(protocol, out)}
+    assert {"finals_loss_b100.png", "finals_loss_b300.svg"} <= written
+    cells = tune_report.states(protocol, out)
+    losses = tune_report.finals_losses(cells, 300, protocol.optimizers, out)
+    # the finals' traces (full runs, seeds 1-3) and not the screens'
+    assert [seed for seed, _, _ in losses["lars"]] == [1, 2, 3]
+    for seed, step, loss in losses["lars"]:
+        assert step.tolist() == [1, 2, 3] and loss.tolist() == [10 + seed + 1 + s / 1000 for s in (1, 2, 3)]
+    assert [loss[0] for _, _, loss in losses["sgd"]] == [2.001, 3.001, 4.001]
+    # summary.md links the figures that were written
+    text = (out / "summary.md").read_text()
+    for batch in (300, 100):
+        assert (f"Figures: [finals](finals_b{batch}.png), [training loss of the finals](finals_loss_b{batch}.png), "
+                f"[best so far vs number of trials](best_so_far_b{batch}.png).") in text
+    # runs without a trace (FakeTrain's) give no such figure, and summary.md links none
+    plain = tmp_path / "plain"
+    run_protocol(protocol, plain, None, train_fn=FakeTrain(), log=quiet)
+    assert not any(p.name.startswith("finals_loss") for p in write_report(protocol, plain))
+    assert "finals_loss" not in (plain / "summary.md").read_text()
+
+
 def test_compute_counts_the_earlier_attempts_of_a_resumed_run():
     from lars_systemml.tune_report import run_seconds
 
