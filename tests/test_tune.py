@@ -145,6 +145,17 @@ def test_fair_protocol_is_the_issues(tmp_path):
         assert lr.kind == "log_uniform" and lr.args[1] / lr.args[0] >= 100
 
 
+
+def test_the_keep3_check_runs_the_fair_protocols_own_trials():
+    """fair_keep3.toml must reuse fair's screens and continuations: the same run ids and hashes."""
+    fair, check = (load_protocol(REPO / "experiments" / f"{n}.toml") for n in ("fair", "fair_keep3"))
+    assert check.batch_sizes == [32000] and (check.keep, check.final_seeds) == (3, [1])
+    for opt in fair.optimizers:
+        for t in range(1, fair.trials + 1):
+            for make in (fair.screen_run, fair.full_run):
+                ours, theirs = make(opt, 32000, t), getattr(check, make.__name__)(opt, 32000, t)
+                assert (ours.run_id, ours.config_hash) == (theirs.run_id, theirs.config_hash)
+
 # --- the sampler --------------------------------------------------------------------------
 
 def test_same_seed_same_trials_and_every_cell_the_same_protocol(tmp_path, protocol):
