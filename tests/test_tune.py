@@ -147,13 +147,14 @@ def test_fair_protocol_is_the_issues(tmp_path):
 
 
 def test_the_keep3_check_runs_the_fair_protocols_own_trials():
-    """fair_keep3.toml must reuse fair's screens and continuations: the same run ids and hashes."""
+    """fair_keep3.toml must reuse fair's screens, continuations and finals: the same ids and hashes."""
     fair, check = (load_protocol(REPO / "experiments" / f"{n}.toml") for n in ("fair", "fair_keep3"))
-    assert check.batch_sizes == [32000] and (check.keep, check.final_seeds) == (3, [1])
+    assert check.batch_sizes == [32000] and (check.keep, check.final_seeds) == (3, fair.final_seeds)
     for opt in fair.optimizers:
         for t in range(1, fair.trials + 1):
-            for make in (fair.screen_run, fair.full_run):
-                ours, theirs = make(opt, 32000, t), getattr(check, make.__name__)(opt, 32000, t)
+            runs = [(fair.screen_run(opt, 32000, t), check.screen_run(opt, 32000, t))]
+            runs += [(fair.full_run(opt, 32000, t, s), check.full_run(opt, 32000, t, s)) for s in fair.final_seeds]
+            for ours, theirs in runs:
                 assert (ours.run_id, ours.config_hash) == (theirs.run_id, theirs.config_hash)
 
 # --- the sampler --------------------------------------------------------------------------
